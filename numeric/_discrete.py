@@ -1,0 +1,303 @@
+"""The discrete map of a Runge–Kutta solver on a frozen step grid, and its derivatives.
+
+The grid is a set of step boundaries given as fractions of each observation interval,
+``t = t_j + s (t_{j+1} - t_j)``. For a fixed-step solver the fractions are uniform; for
+``dopri5`` they are the accepted steps of the forward solve, recorded and then frozen
+(shared/MATH.md, "Discrete adjoint"). With the fractions fixed, the solution is a smooth
+function of ``z0``, ``theta`` and ``times``: the discrete adjoint differentiates it exactly;
+complex step and finite differences evaluate it at perturbed inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from symbolic import CompiledForm
+
+from ._errors import IntegrationError, MethodUnavailable
+from ._tableaus import ButcherTableau
+
+__all__ = [
+    "COMPLEX_STEP",
+    "FrozenGrid",
+    "Replay",
+    "complex_step_gradient",
+    "discrete_adjoint_gradient",
+    "finite_difference_gradient",
+    "replay",
+]
+
+#: Complex-step size: no subtraction happens, so any tiny step is exact to rounding.
+COMPLEX_STEP = 1e-30
+#: Central-difference step scale, eps**(1/3): balances O(h^2) truncation and O(eps/h)
+#: rounding (shared/MATH.md, "Finite differences").
+FD_STEP_SCALE = float(np.finfo(float).eps) ** (1.0 / 3.0)
+
+
+@dataclass(frozen=True)
+class FrozenGrid:
+    """Step boundaries per observation interval, as fractions from exactly 0 to exactly 1."""
+
+    fractions: tuple[NDArray, ...]
+
+    @classmethod
+    def uniform(cls, intervals: int, steps: int) -> FrozenGrid:
+        s = np.linspace(0.0, 1.0, steps + 1)
+        return cls(tuple(s for _ in range(intervals)))
+
+    @property
+    def steps(self) -> int:
+        return sum(len(s) - 1 for s in self.fractions)
+
+
+def _live_stages(tableau: ButcherTableau) -> tuple[int, NDArray]:
+    """Stages the propagated solution needs, and its weights over them.
+
+    For an FSAL pair the last stage has weight 0 and feeds no other stage: it is the first
+    stage of the next step, which the replay evaluates there. Dropping it leaves the map
+    unchanged and makes the reverse pass see that value once, as the next step's first
+    stage.
+    """
+    if tableau.fsal:
+        return tableau.stages - 1, tableau.a[-1, :-1]
+    return tableau.stages, tableau.b
+
+
+@dataclass
+class Replay:
+    """The discrete solution on a frozen grid.
+
+    Attributes
+    ----------
+    zs : ndarray, shape (N+1, B, n)
+    sample_loss : ndarray, shape (B,)
+        ``sum_i l(z_b(t_i))`` for each sample ``b``.
+    records : list
+        Per interval, per step ``(t_k, h, Z, K)`` with stage inputs ``Z`` and stages ``K``
+        of shape ``(s, B, n)``; kept only when asked for.
+    """
+
+    zs: NDArray
+    sample_loss: NDArray
+    records: list = field(default_factory=list)
+
+    @property
+    def loss(self):
+        return self.sample_loss.sum()
+
+
+def replay(
+    compiled: CompiledForm,
+    z0: NDArray,
+    theta: NDArray,
+    times: NDArray,
+    grid: FrozenGrid,
+    tableau: ButcherTableau,
+    *,
+    keep: bool = False,
+) -> Replay:
+    r"""Run the solver on the frozen grid, in the dtype of the inputs (complex flows through).
+
+    .. math:: t_k = t_j + s_k \Delta_j, \quad h_k = (s_{k+1} - s_k) \Delta_j, \quad
+              \Delta_j = t_{j+1} - t_j
+    """
+    dtype = np.result_type(z0, theta, times)
+    live, weights = _live_stages(tableau)
+    z = z0.astype(dtype)
+    zs = [z]
+    sample_loss = np.zeros(z.shape[0], dtype=dtype)
+    records = []
+    for j, fractions in enumerate(grid.fractions):
+        t_a, delta = times[j], times[j + 1] - times[j]
+        interval = []
+        for k in range(len(fractions) - 1):
+            t_k = t_a + fractions[k] * delta
+            h = (fractions[k + 1] - fractions[k]) * delta
+            stage_z = np.empty((live, *z.shape), dtype=dtype)
+            stage_k = np.empty((live, *z.shape), dtype=dtype)
+            for i in range(live):
+                stage_z[i] = z + h * np.tensordot(tableau.a[i, :i], stage_k[:i], axes=1) if i else z
+                stage_k[i] = compiled.rhs(stage_z[i], theta, t_k + tableau.c[i] * h)
+            z = z + h * np.tensordot(weights, stage_k, axes=1)
+            if not np.all(np.isfinite(z)):
+                t_reached = float(np.real(t_k + h))
+                raise IntegrationError(
+                    f"integration on the frozen grid stopped at t={t_reached:.6g}: the state "
+                    "became non-finite (inf or nan).",
+                    t=t_reached,
+                    cause="non-finite state",
+                )
+            if keep:
+                interval.append((t_k, h, stage_z, stage_k))
+        records.append(interval)
+        zs.append(z)
+        sample_loss = sample_loss + compiled.loss(z)
+    return Replay(zs=np.stack(zs), sample_loss=sample_loss, records=records if keep else [])
+
+
+def discrete_adjoint_gradient(
+    compiled: CompiledForm,
+    z0: NDArray,
+    theta: NDArray,
+    times: NDArray,
+    grid: FrozenGrid,
+    tableau: ButcherTableau,
+) -> tuple[float, NDArray, NDArray, NDArray]:
+    r"""Reverse-mode derivative of the discrete map (shared/MATH.md, "Discrete adjoint").
+
+    Through the stages of each step in reverse:
+
+    .. math:: \bar K_i = h b_i \lambda + h \sum_{m>i} a_{mi} \bar Z_m, \quad
+              \bar Z_i = (\partial f/\partial z)^T \bar K_i, \quad
+              \bar\theta \mathrel{+}= (\partial f/\partial \theta)^T \bar K_i, \quad
+              \lambda \leftarrow \lambda + \sum_i \bar Z_i
+
+    and, for the times, :math:`\bar\tau_i = \bar K_i^T \partial f/\partial t` at the stage
+    times :math:`\tau_i = t_k + c_i h`, :math:`\bar h = \lambda^T \sum_i b_i K_i +
+    \sum_i \bar Z_i^T \sum_j a_{ij} K_j + \sum_i c_i \bar\tau_i`, chained to ``times``
+    through :math:`t_k = t_j + s_k \Delta_j`, :math:`h = (s_{k+1} - s_k) \Delta_j`.
+
+    Returns
+    -------
+    loss : float
+    grad_z0 : ndarray, shape (B, n)
+    grad_theta : ndarray, shape (p,)
+    grad_times : ndarray, shape (N+1,)
+    """
+    run = replay(compiled, z0, theta, times, grid, tableau, keep=True)
+    live, weights = _live_stages(tableau)
+    a_live = tableau.a[:live, :live]
+    c_live = tableau.c[:live]
+    # a stage whose cotangent is identically zero (weight 0, feeds nothing) is skipped
+    feeds = [weights[i] != 0 or np.any(a_live[i + 1 :, i] != 0) for i in range(live)]
+    N = len(times) - 1
+    lam = compiled.loss_grad(run.zs[N])
+    grad_theta = np.zeros(compiled.p)
+    grad_times = np.zeros(N + 1)
+    for j in range(N - 1, -1, -1):
+        fractions = grid.fractions[j]
+        for k in range(len(fractions) - 1, 0, -1):
+            t_k, h, stage_z, stage_k = run.records[j][k - 1]
+            stage_zbar = np.zeros_like(stage_z)
+            t_bar = 0.0
+            h_bar = float(np.sum(lam * np.tensordot(weights, stage_k, axes=1)))
+            for i in range(live - 1, -1, -1):
+                if not feeds[i]:
+                    continue
+                k_bar = h * weights[i] * lam
+                if i + 1 < live:
+                    later = np.tensordot(a_live[i + 1 :, i], stage_zbar[i + 1 :], axes=1)
+                    k_bar = k_bar + h * later
+                tau = t_k + c_live[i] * h
+                stage_zbar[i] = compiled.vjp_state(stage_z[i], theta, tau, k_bar)
+                if compiled.p:
+                    grad_theta += compiled.vjp_params(stage_z[i], theta, tau, k_bar).sum(axis=0)
+                if not compiled.autonomous:
+                    tau_bar = float(np.sum(k_bar * compiled.time_partial(stage_z[i], theta, tau)))
+                    t_bar += tau_bar
+                    h_bar += c_live[i] * tau_bar
+                if i:
+                    h_bar += float(
+                        np.sum(stage_zbar[i] * np.tensordot(a_live[i, :i], stage_k[:i], axes=1))
+                    )
+            lam = lam + stage_zbar.sum(axis=0)
+            s_k, ds = fractions[k - 1], fractions[k] - fractions[k - 1]
+            grad_times[j] += t_bar * (1.0 - s_k) - h_bar * ds
+            grad_times[j + 1] += t_bar * s_k + h_bar * ds
+        if j >= 1:
+            lam = lam + compiled.loss_grad(run.zs[j])
+    return float(run.loss), lam, grad_theta, grad_times
+
+
+def complex_step_gradient(
+    compiled: CompiledForm,
+    z0: NDArray,
+    theta: NDArray,
+    times: NDArray,
+    grid: FrozenGrid,
+    tableau: ButcherTableau,
+) -> tuple[float, NDArray, NDArray, NDArray]:
+    r"""Complex-step derivative of the discrete map, one perturbation per input direction.
+
+    .. math:: \frac{\partial L}{\partial x_j} \approx \operatorname{Im} L(x + i h e_j) / h,
+              \qquad h = 10^{-30}
+
+    The batch is perturbed one state component at a time in every sample at once: samples
+    do not interact, so each sample's loss carries its own derivative. Cost: ``n + p + N+1``
+    complex replays.
+    """
+    if compiled.non_analytic:
+        raise MethodUnavailable(
+            "complex_step",
+            f"the dynamics or loss use {', '.join(compiled.non_analytic)}, which is not "
+            "complex-analytic, so Im L(x + ih)/h would be silently wrong; use "
+            "'discrete_adjoint' or 'finite_difference'.",
+        )
+    base = replay(compiled, z0, theta, times, grid, tableau)
+    grad_z0 = np.zeros_like(z0)
+    for j in range(z0.shape[1]):
+        z = z0.astype(complex)
+        z[:, j] += 1j * COMPLEX_STEP
+        grad_z0[:, j] = replay(compiled, z, theta, times, grid, tableau).sample_loss.imag
+    grad_z0 /= COMPLEX_STEP
+    grad_theta = np.zeros_like(theta)
+    for j in range(theta.shape[0]):
+        th = theta.astype(complex)
+        th[j] += 1j * COMPLEX_STEP
+        grad_theta[j] = replay(compiled, z0, th, times, grid, tableau).loss.imag / COMPLEX_STEP
+    grad_times = np.zeros_like(times)
+    for j in range(times.shape[0]):
+        ts = times.astype(complex)
+        ts[j] += 1j * COMPLEX_STEP
+        grad_times[j] = replay(compiled, z0, theta, ts, grid, tableau).loss.imag / COMPLEX_STEP
+    return float(base.loss), grad_z0, grad_theta, grad_times
+
+
+def finite_difference_gradient(
+    compiled: CompiledForm,
+    z0: NDArray,
+    theta: NDArray,
+    times: NDArray,
+    grid: FrozenGrid,
+    tableau: ButcherTableau,
+) -> tuple[float, NDArray, NDArray, NDArray]:
+    r"""Central differences of the discrete map on the frozen grid.
+
+    .. math:: \frac{\partial L}{\partial x_j} \approx
+              \frac{L(x + h_j e_j) - L(x - h_j e_j)}{2 h_j}, \qquad
+              h_j = \epsilon^{1/3} \max(1, |x_j|)
+
+    A time step is also kept below a tenth of the smallest observation gap so that the
+    perturbed times stay increasing.
+    """
+    base = replay(compiled, z0, theta, times, grid, tableau)
+
+    def run(z=z0, th=theta, ts=times):
+        return replay(compiled, z, th, ts, grid, tableau).sample_loss
+
+    grad_z0 = np.zeros_like(z0)
+    for j in range(z0.shape[1]):
+        step = FD_STEP_SCALE * np.maximum(1.0, np.abs(z0[:, j]))
+        plus, minus = z0.copy(), z0.copy()
+        plus[:, j] += step
+        minus[:, j] -= step
+        grad_z0[:, j] = (run(z=plus) - run(z=minus)) / (plus[:, j] - minus[:, j])
+    grad_theta = np.zeros_like(theta)
+    for j in range(theta.shape[0]):
+        step = FD_STEP_SCALE * max(1.0, abs(theta[j]))
+        plus, minus = theta.copy(), theta.copy()
+        plus[j] += step
+        minus[j] -= step
+        grad_theta[j] = (run(th=plus).sum() - run(th=minus).sum()) / (plus[j] - minus[j])
+    grad_times = np.zeros_like(times)
+    min_gap = float(np.min(np.diff(times)))
+    for j in range(times.shape[0]):
+        step = min(FD_STEP_SCALE * max(1.0, abs(times[j])), 0.1 * min_gap)
+        plus, minus = times.copy(), times.copy()
+        plus[j] += step
+        minus[j] -= step
+        grad_times[j] = (run(ts=plus).sum() - run(ts=minus).sum()) / (plus[j] - minus[j])
+    return float(base.loss), grad_z0, grad_theta, grad_times

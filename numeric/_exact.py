@@ -1,0 +1,76 @@
+"""Exact gradients for linear autonomous dynamics from the matrix exponential."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+from symbolic import CompiledForm
+
+from ._errors import MethodUnavailable
+
+__all__ = ["exact_gradient"]
+
+
+def exact_gradient(
+    compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray
+) -> tuple[float, NDArray, NDArray, NDArray]:
+    r"""Gradients of ``L`` for ``f = A(theta) z + c(theta)`` (shared/MATH.md, "Exact
+    references").
+
+    The affine case is made linear on :math:`\tilde z = [z; 1]` with
+    :math:`\tilde A = [[A, c], [0, 0]]`. With :math:`\Delta_i = t_i - t_0`,
+    :math:`g_i = \nabla\ell(z(t_i))`:
+
+    .. math:: z(t_i) = e^{\tilde A \Delta_i} \tilde z_0, \qquad
+              \frac{dL}{dz_0} = \sum_i e^{\tilde A^T \Delta_i} g_i, \qquad
+              \frac{dL}{d\tilde A} = \sum_i \Delta_i\, L_{\exp}(\tilde A^T \Delta_i,\
+              \textstyle\sum_b g_{i,b} \tilde z_{0,b}^T)
+
+    chained to ``theta`` through :math:`\partial A/\partial\theta` and
+    :math:`\partial c/\partial\theta` from SymPy; :math:`dL/dt_i = \sum_b g_i^T f(z(t_i))`
+    and :math:`dL/dt_0 = -\sum_b (dL/dz_0)^T f(z_0)`.
+
+    References
+    ----------
+    A. H. Al-Mohy, N. J. Higham, "Computing the Fréchet derivative of the matrix
+    exponential", SIAM J. Matrix Anal. Appl. 30(4), 2009 (``scipy.linalg.expm_frechet``).
+    """
+    structure = compiled.linear
+    if structure is None:
+        reason = (
+            "the dynamics depend on time"
+            if not compiled.autonomous
+            else "f is not of the form A(theta) z + c(theta) (it is nonlinear in z)"
+        )
+        raise MethodUnavailable(
+            "exact", f"{reason}; the matrix-exponential reference needs linear autonomous "
+            "dynamics. Use 'high_precision' for a reference on this problem."
+        )
+    n, p = compiled.n, compiled.p
+    B = z0.shape[0]
+    m = n + 1
+    a_tilde = np.zeros((m, m))
+    a_tilde[:n, :n] = structure.matrix(theta)
+    a_tilde[:n, n] = structure.offset(theta)
+    z0_tilde = np.concatenate([z0, np.ones((B, 1))], axis=1)
+    loss = 0.0
+    grad_z0 = np.zeros((B, n))
+    grad_a = np.zeros((m, m))
+    grad_times = np.zeros(len(times))
+    for i in range(1, len(times)):
+        delta = times[i] - times[0]
+        propagator = scipy.linalg.expm(a_tilde * delta)
+        z_i = (z0_tilde @ propagator.T)[:, :n]
+        loss += float(compiled.loss(z_i).sum())
+        g = np.concatenate([compiled.loss_grad(z_i), np.zeros((B, 1))], axis=1)
+        grad_z0 += (g @ propagator)[:, :n]
+        direction = g.T @ z0_tilde
+        _, frechet = scipy.linalg.expm_frechet(a_tilde.T * delta, direction)
+        grad_a += delta * frechet
+        grad_times[i] = float(np.sum(g[:, :n] * compiled.rhs(z_i, theta, times[i])))
+    grad_theta = np.einsum("ij,ijk->k", grad_a[:n, :n], structure.matrix_grad(theta))
+    grad_theta += grad_a[:n, n] @ structure.offset_grad(theta) if p else 0.0
+    grad_times[0] = -float(np.sum(grad_z0 * compiled.rhs(z0, theta, times[0])))
+    return loss, grad_z0, grad_theta, grad_times

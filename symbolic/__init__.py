@@ -1,0 +1,23 @@
+"""SymPy layer of adjoint-verify: dynamics, exact adjoint derivation and compilation."""
+
+from ._adjoint import AdjointSystem as AdjointSystem
+from ._adjoint import derive_adjoint as derive_adjoint
+from ._compile import CompiledDynamics as CompiledDynamics
+from ._compile import CompiledForm as CompiledForm
+from ._compile import LinearStructure as LinearStructure
+from ._compile import MpmathFunctions as MpmathFunctions
+from ._compile import compile_problem as compile_problem
+from ._dynamics import Dynamics as Dynamics
+from ._dynamics import DynamicsError as DynamicsError
+
+__all__ = [
+    "AdjointSystem",
+    "CompiledDynamics",
+    "CompiledForm",
+    "Dynamics",
+    "DynamicsError",
+    "LinearStructure",
+    "MpmathFunctions",
+    "compile_problem",
+    "derive_adjoint",
+]

@@ -1,0 +1,184 @@
+"""Exact adjoint equations of a Neural ODE, derived with SymPy (shared/MATH.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ._dynamics import Dynamics, check_loss
+
+__all__ = ["AdjointSystem", "derive_adjoint"]
+
+
+@dataclass(frozen=True)
+class AdjointSystem:
+    r"""The continuous adjoint system of MATH.md, as exact SymPy expressions.
+
+    .. math::
+        \frac{da}{dt} = -\Big(\frac{\partial f}{\partial z}\Big)^{\!T} a, \qquad
+        \frac{dL}{d\theta} = \int_{t_0}^{t_N} \Big(\frac{\partial f}{\partial \theta}\Big)^{\!T}
+        a \, dt, \qquad a(t_i^-) = a(t_i^+) + \nabla \ell(z(t_i))
+
+    Attributes
+    ----------
+    dynamics : Dynamics
+    loss : sympy.Expr
+        The per-observation loss :math:`\ell(z)`.
+    adjoint : tuple of n Symbols
+        The adjoint variables :math:`a`, named ``a_<state>``.
+    adjoint_rhs : Matrix, n x 1
+        :math:`-(\partial f/\partial z)^T a`.
+    param_integrand : Matrix, p x 1
+        :math:`(\partial f/\partial \theta)^T a`.
+    time_partial : sympy.Expr
+        :math:`a^T \partial f/\partial t` (zero for autonomous dynamics).
+    loss_gradient : Matrix, n x 1
+        :math:`\nabla \ell(z)`.
+    jacobian_state, jacobian_params : Matrix
+        :math:`\partial f/\partial z` (n x n) and :math:`\partial f/\partial \theta` (n x p).
+    """
+
+    dynamics: Dynamics
+    loss: sp.Expr
+    adjoint: tuple[sp.Symbol, ...]
+    adjoint_rhs: sp.ImmutableMatrix
+    param_integrand: sp.ImmutableMatrix
+    time_partial: sp.Expr
+    loss_gradient: sp.ImmutableMatrix
+    jacobian_state: sp.ImmutableMatrix
+    jacobian_params: sp.ImmutableMatrix
+
+    def equations(self) -> list[tuple[str, sp.Expr]]:
+        """(left-hand side, right-hand side) pairs, in the order a person reads them."""
+        dyn = self.dynamics
+        eqs: list[tuple[str, sp.Expr]] = []
+        for z_i, f_i in zip(dyn.state, dyn.rhs, strict=False):
+            eqs.append((f"d{z_i}/dt", f_i))
+        for a_i, rhs_i in zip(self.adjoint, self.adjoint_rhs, strict=False):
+            eqs.append((f"d{a_i}/dt", rhs_i))
+        for theta_j, integrand_j in zip(dyn.params, self.param_integrand, strict=False):
+            eqs.append((f"dL/d{theta_j} integrand", integrand_j))
+        for z_i, g_i in zip(dyn.state, self.loss_gradient, strict=False):
+            eqs.append((f"jump in {_adjoint_name(z_i)} at t_i", g_i))
+        return eqs
+
+    def __str__(self) -> str:
+        dyn = self.dynamics
+        lines = [
+            f"Adjoint system for n = {dyn.n} states, p = {dyn.p} parameters",
+            f"  loss at each observation: l(z) = {self.loss}",
+            "  state (forward):",
+        ]
+        eqs = self.equations()
+        width = max(len(lhs) for lhs, _ in eqs)
+        sections = [
+            (0, dyn.n, "  adjoint (backward, a(t_N) = grad l(z(t_N)), a_theta(t_N) = 0):"),
+            (dyn.n, 2 * dyn.n, "  parameter gradient dL/dtheta = integral over [t_0, t_N] of:"),
+            (2 * dyn.n, 2 * dyn.n + dyn.p, "  jumps a(t_i-) = a(t_i+) + grad l(z(t_i)):"),
+            (2 * dyn.n + dyn.p, len(eqs), None),
+        ]
+        for start, stop, next_heading in sections:
+            for lhs, rhs in eqs[start:stop]:
+                lines.append(f"    {lhs.ljust(width)} = {rhs}")
+            if next_heading:
+                lines.append(next_heading)
+        lines.append("  time gradients: dL/dt_i = grad l(z(t_i))^T f(z(t_i)),  "
+                     "dL/dt_0 = -a(t_0)^T f(z_0, t_0)")
+        lines.extend(self._matrix_form())
+        return "\n".join(lines)
+
+    def _matrix_form(self) -> list[str]:
+        """Matrix-form lines for dynamics linear in z (the seed's ``f = W z``)."""
+        dyn = self.dynamics
+        jac = self.jacobian_state
+        if jac.free_symbols & set(dyn.state):
+            return []
+        rows = [f"  matrix form: da/dt = -J^T a with J = df/dz = {jac.tolist()}"]
+        z_outer = sp.Matrix(self.adjoint) * sp.Matrix(dyn.state).T
+        if dyn.p == dyn.n**2 and list(self.param_integrand) == list(z_outer):
+            rows.append("               dL/dtheta = integral of a z^T dt "
+                        "(theta read row-major as an n x n matrix)")
+        return rows
+
+    def latex(self) -> str:
+        """The system as a LaTeX ``aligned`` block."""
+        dyn = self.dynamics
+        rows = []
+        for z_i, f_i in zip(dyn.state, dyn.rhs, strict=False):
+            rows.append(rf"\frac{{d{sp.latex(z_i)}}}{{dt}} &= {sp.latex(f_i)}")
+        for a_i, rhs_i in zip(self.adjoint, self.adjoint_rhs, strict=False):
+            rows.append(rf"\frac{{d{sp.latex(a_i)}}}{{dt}} &= {sp.latex(rhs_i)}")
+        for theta_j, integrand_j in zip(dyn.params, self.param_integrand, strict=False):
+            rows.append(
+                rf"\frac{{\partial L}}{{\partial {sp.latex(theta_j)}}} &= "
+                rf"\int_{{t_0}}^{{t_N}} {sp.latex(integrand_j)}\, dt"
+            )
+        for a_i, g_i in zip(self.adjoint, self.loss_gradient, strict=False):
+            rows.append(rf"{sp.latex(a_i)}(t_i^-) &= {sp.latex(a_i)}(t_i^+) + {sp.latex(g_i)}")
+        return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
+
+
+def _adjoint_name(state_symbol: sp.Symbol) -> str:
+    return f"a_{state_symbol}"
+
+
+def adjoint_symbols(dynamics: Dynamics) -> tuple[sp.Symbol, ...]:
+    """One adjoint Symbol per state variable, named ``a_<state>``, clear of every name used."""
+    taken = {str(s) for s in dynamics.state + dynamics.params}
+    if dynamics.time is not None:
+        taken.add(str(dynamics.time))
+    names = []
+    for z_i in dynamics.state:
+        name = _adjoint_name(z_i)
+        while name in taken:
+            name = "_" + name
+        names.append(name)
+    return tuple(sp.Symbol(name, real=True) for name in names)
+
+
+def derive_adjoint(dynamics: Dynamics, loss: sp.Expr) -> AdjointSystem:
+    r"""Derive the adjoint system of MATH.md for ``dynamics`` and a per-observation ``loss``.
+
+    Parameters
+    ----------
+    dynamics : Dynamics
+    loss : sympy.Expr
+        :math:`\ell(z)`, applied at every observation time; may use only the state symbols.
+
+    Returns
+    -------
+    AdjointSystem
+        Exact expressions; for the seed's ``f = W z`` the adjoint right-hand side is
+        :math:`-W^T a` and the parameter integrand holds the entries of :math:`a z^T`.
+
+    References
+    ----------
+    R. T. Q. Chen, Y. Rubanova, J. Bettencourt, D. Duvenaud, "Neural Ordinary Differential
+    Equations", NeurIPS 2018, Section 2 and Appendix B.
+    """
+    loss_expr = check_loss(dynamics, loss)
+    a = sp.Matrix(adjoint_symbols(dynamics))
+    f = sp.Matrix(dynamics.rhs)
+    jac_z = f.jacobian(sp.Matrix(dynamics.state))
+    jac_theta = (
+        f.jacobian(sp.Matrix(dynamics.params)) if dynamics.p else sp.zeros(dynamics.n, 0)
+    )
+    adjoint_rhs = -(jac_z.T * a)
+    param_integrand = jac_theta.T * a if dynamics.p else sp.zeros(0, 1)
+    if dynamics.time is not None:
+        time_partial = (a.T * f.diff(dynamics.time))[0, 0]
+    else:
+        time_partial = sp.Integer(0)
+    loss_gradient = sp.Matrix([loss_expr]).jacobian(sp.Matrix(dynamics.state)).T
+    return AdjointSystem(
+        dynamics=dynamics,
+        loss=loss_expr,
+        adjoint=tuple(a),
+        adjoint_rhs=sp.ImmutableMatrix(adjoint_rhs),
+        param_integrand=sp.ImmutableMatrix(param_integrand),
+        time_partial=time_partial,
+        loss_gradient=sp.ImmutableMatrix(loss_gradient),
+        jacobian_state=sp.ImmutableMatrix(jac_z),
+        jacobian_params=sp.ImmutableMatrix(jac_theta),
+    )

@@ -1,0 +1,344 @@
+"""Compilation of dynamics and loss into batch-vectorized NumPy callables.
+
+This module is the one interface between SymPy and the numerics: ``numeric/`` uses only the
+attributes and methods of :class:`CompiledDynamics` (see :class:`CompiledForm` for the
+protocol), so another derivation path (e.g. matrix-valued expressions for network-sized
+``f``) plugs in by providing the same methods.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import sympy as sp
+from numpy.typing import NDArray
+
+from ._adjoint import adjoint_symbols
+from ._dynamics import Dynamics, check_loss
+
+__all__ = [
+    "NON_ANALYTIC_FUNCTIONS",
+    "CompiledDynamics",
+    "CompiledForm",
+    "LinearStructure",
+    "MpmathFunctions",
+    "compile_problem",
+]
+
+#: SymPy functions that are not complex-analytic: complex-step differentiation through them
+#: is silently wrong (MATH.md, "Finite differences").
+NON_ANALYTIC_FUNCTIONS: tuple[type, ...] = (
+    sp.Abs,
+    sp.sign,
+    sp.Heaviside,
+    sp.Max,
+    sp.Min,
+    sp.Piecewise,
+    sp.floor,
+    sp.ceiling,
+    sp.re,
+    sp.im,
+    sp.arg,
+    sp.conjugate,
+    sp.Mod,
+)
+
+
+@runtime_checkable
+class CompiledForm(Protocol):
+    """What ``numeric/`` needs from compiled dynamics and loss.
+
+    Arrays: ``z`` and ``a`` are ``(B, n)``, ``theta`` is ``(p,)``, ``t`` a scalar. Every
+    method returns a fresh array of the documented shape whose dtype is the result type of
+    its inputs (complex input gives complex output, for the complex-step check).
+    """
+
+    n: int
+    p: int
+    autonomous: bool
+    non_analytic: tuple[str, ...]
+    state_names: tuple[str, ...]
+    param_names: tuple[str, ...]
+
+    def rhs(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n)
+
+    def vjp_state(self, z: NDArray, theta: NDArray, t: Any, a: NDArray) -> NDArray: ...
+
+    def vjp_params(self, z: NDArray, theta: NDArray, t: Any, a: NDArray) -> NDArray: ...
+
+    def time_partial(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n)
+
+    def jac_state(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n, n)
+
+    def jac_params(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n, p)
+
+    def loss(self, z: NDArray) -> NDArray: ...  # (B,)
+
+    def loss_grad(self, z: NDArray) -> NDArray: ...  # (B, n)
+
+    @property
+    def linear(self) -> LinearStructure | None: ...
+
+    def mpmath_functions(self) -> MpmathFunctions: ...
+
+
+class _VectorFunction:
+    """A list of SymPy expressions compiled once into a batch function.
+
+    The first ``n_batched`` argument groups are ``(B, k)`` arrays whose columns feed the
+    matching symbols; the rest are broadcast scalars (``theta`` entries, ``t``). The result
+    is always a ``(B, len(exprs))`` array, also where an expression is a constant or does not
+    depend on the batched arguments (the classic ``lambdify`` trap of returning a scalar).
+    """
+
+    def __init__(self, exprs: Sequence[sp.Expr], arg_groups: Sequence[Sequence[sp.Symbol]]):
+        self.width = len(exprs)
+        self._constant = [
+            complex(e) if e.is_number else None for e in exprs
+        ]  # evaluated without a call
+        flat_args = [s for group in arg_groups for s in group]
+        self._fn: Callable[..., Any] | None = None
+        if any(c is None for c in self._constant):
+            self._fn = sp.lambdify(flat_args, list(exprs), modules="numpy", cse=True,
+                                   dummify=True)
+        self._all_zero = all(c == 0 for c in self._constant)
+
+    def __call__(self, batched: Sequence[NDArray], scalars: Sequence[Any], dtype) -> NDArray:
+        batch = batched[0].shape[0]
+        out = np.zeros((batch, self.width), dtype=dtype)
+        if self._all_zero or self.width == 0:
+            return out
+        columns = [col for array in batched for col in np.ascontiguousarray(array.T)]
+        values = self._fn(*columns, *scalars) if self._fn is not None else None
+        for j, constant in enumerate(self._constant):
+            if constant is not None:
+                if constant != 0:
+                    out[:, j] = constant.real if not np.iscomplexobj(out) else constant
+            else:
+                out[:, j] = values[j]
+        return out
+
+
+@dataclass(frozen=True)
+class LinearStructure:
+    r"""Dynamics :math:`f = A(\theta) z + c(\theta)`, autonomous, found symbolically.
+
+    ``matrix(theta)`` is ``(n, n)``, ``offset(theta)`` ``(n,)``; ``matrix_grad(theta)`` is
+    ``(n, n, p)`` and ``offset_grad(theta)`` ``(n, p)``: the derivatives :math:`\partial A /
+    \partial \theta` and :math:`\partial c / \partial \theta` that SymPy gives.
+    """
+
+    matrix: Callable[[NDArray], NDArray]
+    offset: Callable[[NDArray], NDArray]
+    matrix_grad: Callable[[NDArray], NDArray]
+    offset_grad: Callable[[NDArray], NDArray]
+    affine: bool
+
+
+@dataclass(frozen=True)
+class MpmathFunctions:
+    """Scalar mpmath callables for the high-precision reference.
+
+    Each takes plain Python lists of mpmath numbers: ``rhs(z, theta, t)`` gives n values,
+    ``jac_state`` n*n (row-major), ``jac_params`` n*p (row-major), ``loss(z)`` one value,
+    ``loss_grad(z)`` n values.
+    """
+
+    rhs: Callable[..., list]
+    jac_state: Callable[..., list]
+    jac_params: Callable[..., list]
+    loss: Callable[..., Any]
+    loss_grad: Callable[..., list]
+
+
+def _result_dtype(*arrays: Any) -> np.dtype:
+    return np.result_type(*[np.asarray(x).dtype for x in arrays], np.float64)
+
+
+def _non_analytic_names(exprs: Sequence[sp.Expr]) -> tuple[str, ...]:
+    found: set[str] = set()
+    for expr in exprs:
+        for node in sp.preorder_traversal(expr):
+            if isinstance(node, NON_ANALYTIC_FUNCTIONS):
+                found.add(type(node).__name__)
+    return tuple(sorted(found))
+
+
+class CompiledDynamics:
+    """Dynamics and loss compiled once into NumPy; see :class:`CompiledForm`.
+
+    Build it with :func:`compile_problem`, which caches one instance per (dynamics, loss).
+    """
+
+    def __init__(self, dynamics: Dynamics, loss: sp.Expr):
+        loss = check_loss(dynamics, loss)
+        self.dynamics = dynamics
+        self.loss_expr = loss
+        self.n = dynamics.n
+        self.p = dynamics.p
+        self.autonomous = dynamics.autonomous
+        self.state_names = tuple(str(s) for s in dynamics.state)
+        self.param_names = tuple(str(s) for s in dynamics.params)
+        self.non_analytic = _non_analytic_names([*dynamics.rhs, loss])
+
+        z = sp.Matrix(dynamics.state)
+        theta = list(dynamics.params)
+        t = dynamics.time if dynamics.time is not None else sp.Dummy("t")
+        a = sp.Matrix(adjoint_symbols(dynamics))
+        f = sp.Matrix(dynamics.rhs)
+        jac_z = f.jacobian(z)
+        jac_theta = f.jacobian(sp.Matrix(theta)) if self.p else sp.zeros(self.n, 0)
+        self._symbols = (list(z), theta, t, list(a))
+
+        state_args = [list(z), theta, [t]]
+        adjoint_args = [list(z), list(a), theta, [t]]
+        self._rhs = _VectorFunction(list(f), state_args)
+        self._vjp_state = _VectorFunction(list(jac_z.T * a), adjoint_args)
+        self._vjp_params = _VectorFunction(list(jac_theta.T * a), adjoint_args)
+        self._time_partial = _VectorFunction(list(f.diff(t)), state_args)
+        self._jac_state = _VectorFunction(list(jac_z), state_args)
+        self._jac_params = _VectorFunction(list(jac_theta), state_args)
+        self._loss = _VectorFunction([loss], [list(z)])
+        self._loss_grad = _VectorFunction(list(sp.Matrix([loss]).jacobian(z)), [list(z)])
+        self._jac_z_expr = jac_z
+        self._jac_theta_expr = jac_theta
+        self._linear: LinearStructure | bool | None = False  # False: not yet looked at
+        self._mpmath: MpmathFunctions | None = None
+
+    # -- batch callables -------------------------------------------------------------
+    def rhs(self, z: NDArray, theta: NDArray, t: Any) -> NDArray:
+        """:math:`f(z, \\theta, t)`, shape ``(B, n)``."""
+        return self._rhs([z], [*theta, t], _result_dtype(z, theta, t))
+
+    def vjp_state(self, z: NDArray, theta: NDArray, t: Any, a: NDArray) -> NDArray:
+        """:math:`(\\partial f/\\partial z)^T a` per sample, shape ``(B, n)``."""
+        return self._vjp_state([z, a], [*theta, t], _result_dtype(z, theta, t, a))
+
+    def vjp_params(self, z: NDArray, theta: NDArray, t: Any, a: NDArray) -> NDArray:
+        """:math:`(\\partial f/\\partial \\theta)^T a` per sample, shape ``(B, p)``."""
+        return self._vjp_params([z, a], [*theta, t], _result_dtype(z, theta, t, a))
+
+    def time_partial(self, z: NDArray, theta: NDArray, t: Any) -> NDArray:
+        """:math:`\\partial f/\\partial t`, shape ``(B, n)`` (zeros when autonomous)."""
+        return self._time_partial([z], [*theta, t], _result_dtype(z, theta, t))
+
+    def jac_state(self, z: NDArray, theta: NDArray, t: Any) -> NDArray:
+        """:math:`\\partial f/\\partial z`, shape ``(B, n, n)``."""
+        flat = self._jac_state([z], [*theta, t], _result_dtype(z, theta, t))
+        return flat.reshape(z.shape[0], self.n, self.n)
+
+    def jac_params(self, z: NDArray, theta: NDArray, t: Any) -> NDArray:
+        """:math:`\\partial f/\\partial \\theta`, shape ``(B, n, p)``."""
+        flat = self._jac_params([z], [*theta, t], _result_dtype(z, theta, t))
+        return flat.reshape(z.shape[0], self.n, self.p)
+
+    def loss(self, z: NDArray) -> NDArray:
+        """:math:`\\ell(z)` per sample, shape ``(B,)``."""
+        return self._loss([z], [], _result_dtype(z))[:, 0]
+
+    def loss_grad(self, z: NDArray) -> NDArray:
+        """:math:`\\nabla \\ell(z)` per sample, shape ``(B, n)``."""
+        return self._loss_grad([z], [], _result_dtype(z))
+
+    # -- structure for the references ------------------------------------------------
+    @property
+    def linear(self) -> LinearStructure | None:
+        """The structure ``f = A(theta) z + c(theta)``, or None if ``f`` is not of that form."""
+        if self._linear is False:
+            self._linear = self._find_linear_structure()
+        return self._linear  # type: ignore[return-value]
+
+    def _find_linear_structure(self) -> LinearStructure | None:
+        z, theta, _t, _ = self._symbols
+        if not self.autonomous:
+            return None
+        jac = self._jac_z_expr
+        if jac.free_symbols & set(z):
+            return None
+        f = sp.Matrix(self.dynamics.rhs)
+        offset = f.subs({s: 0 for s in z})
+        if any(sp.simplify(e) != 0 for e in (f - jac * sp.Matrix(z) - offset)):
+            return None
+        n, p = self.n, self.p
+        pieces = {
+            "matrix": (list(jac), (n, n)),
+            "offset": (list(offset), (n,)),
+            "matrix_grad": ([jac[i, j].diff(s) for i in range(n) for j in range(n) for s in theta],
+                            (n, n, p)),
+            "offset_grad": ([offset[i].diff(s) for i in range(n) for s in theta], (n, p)),
+        }
+
+        def evaluate(exprs: list, shape: tuple[int, ...]) -> Callable[[NDArray], NDArray]:
+            fn = sp.lambdify([theta], exprs, modules="numpy", dummify=True)
+
+            def call(values: NDArray) -> NDArray:
+                out = np.zeros(shape, dtype=_result_dtype(values))
+                if exprs:
+                    out.reshape(-1)[:] = fn(list(values))
+                return out
+
+            return call
+
+        return LinearStructure(
+            **{name: evaluate(exprs, shape) for name, (exprs, shape) in pieces.items()},
+            affine=any(e != 0 for e in offset),
+        )
+
+    def mpmath_functions(self) -> MpmathFunctions:
+        """Scalar callables evaluated in mpmath arithmetic (built on first use)."""
+        if self._mpmath is None:
+            z, theta, t, _ = self._symbols
+            args = [z, theta, t]
+
+            def mp(exprs: list) -> Callable[..., list]:
+                return sp.lambdify(args, exprs, modules="mpmath", dummify=True)
+
+            self._mpmath = MpmathFunctions(
+                rhs=mp(list(self.dynamics.rhs)),
+                jac_state=mp(list(self._jac_z_expr)),
+                jac_params=mp(list(self._jac_theta_expr)),
+                loss=sp.lambdify([z], self.loss_expr, modules="mpmath", dummify=True),
+                loss_grad=sp.lambdify(
+                    [z],
+                    list(sp.Matrix([self.loss_expr]).jacobian(sp.Matrix(z))),
+                    modules="mpmath",
+                    dummify=True,
+                ),
+            )
+        return self._mpmath
+
+    def __repr__(self) -> str:
+        return f"CompiledDynamics(n={self.n}, p={self.p}, loss={self.loss_expr})"
+
+
+@functools.lru_cache(maxsize=128)
+def _compile_cached(dynamics: Dynamics, loss: sp.Expr) -> CompiledDynamics:
+    return CompiledDynamics(dynamics, loss)
+
+
+def compile_problem(dynamics: Dynamics, loss: Any) -> CompiledDynamics:
+    """Compile ``dynamics`` and ``loss`` into batch NumPy callables, once per pair.
+
+    Parameters
+    ----------
+    dynamics : Dynamics
+    loss : sympy.Expr
+        The per-observation loss in the state symbols.
+
+    Returns
+    -------
+    CompiledDynamics
+        Cached: compiling the same pair again returns the same object.
+    """
+    loss_expr = check_loss(dynamics, loss)
+    try:
+        return _compile_cached(dynamics, loss_expr)
+    except TypeError as exc:  # unhashable pieces: compile without the cache
+        if "unhashable" not in str(exc):
+            raise
+        return CompiledDynamics(dynamics, loss_expr)
+

@@ -1,0 +1,241 @@
+"""Neural-ODE dynamics written in SymPy, checked once when they are built."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sympy as sp
+
+__all__ = ["Dynamics", "DynamicsError", "check_loss"]
+
+
+class DynamicsError(ValueError):
+    """Malformed dynamics or loss: the message names the argument and the fix."""
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _as_symbol_tuple(value: Any, name: str, *, allow_empty: bool) -> tuple[sp.Symbol, ...]:
+    """Flatten `value` (Symbol, sequence or Matrix of Symbols) into a tuple of Symbols."""
+    if isinstance(value, sp.Symbol):
+        symbols = (value,)
+    elif isinstance(value, sp.MatrixBase):
+        symbols = tuple(value)  # row-major
+    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        symbols = tuple(value)
+    else:
+        raise DynamicsError(
+            f"`{name}` must be a sequence of SymPy Symbols or a Matrix of Symbols, "
+            f"got {type(value).__name__} {_describe(value)}; "
+            f"build it with sympy.symbols(...)."
+        )
+    for position, entry in enumerate(symbols):
+        if not isinstance(entry, sp.Symbol):
+            raise DynamicsError(
+                f"`{name}[{position}]` must be a SymPy Symbol, got {type(entry).__name__} "
+                f"{_describe(entry)}; pass the symbols themselves, e.g. sympy.symbols('x0:3')."
+            )
+    if not symbols and not allow_empty:
+        raise DynamicsError(
+            f"`{name}` is empty; give at least one Symbol, e.g. sympy.symbols('z0:2')."
+        )
+    seen: set[sp.Symbol] = set()
+    for entry in symbols:
+        if entry in seen:
+            raise DynamicsError(
+                f"`{name}` lists the symbol {entry} twice; every entry must be a distinct Symbol."
+            )
+        seen.add(entry)
+    return symbols
+
+
+def _as_expression_column(rhs: Any) -> sp.Matrix:
+    if isinstance(rhs, sp.MatrixBase):
+        entries = list(rhs)
+        if rhs.rows != 1 and rhs.cols != 1:
+            raise DynamicsError(
+                f"`rhs` must be a vector (n x 1 or 1 x n Matrix), got a {rhs.rows} x {rhs.cols} "
+                "Matrix; write the right-hand side as one expression per state variable."
+            )
+    elif isinstance(rhs, Iterable) and not isinstance(rhs, (str, bytes)):
+        entries = list(rhs)
+    else:
+        raise DynamicsError(
+            f"`rhs` must be a list, tuple or Matrix of SymPy expressions, got "
+            f"{type(rhs).__name__} {_describe(rhs)}; wrap a single equation in a list."
+        )
+    column = []
+    for position, entry in enumerate(entries):
+        try:
+            expr = sp.sympify(entry, strict=True)
+        except (sp.SympifyError, TypeError) as exc:
+            raise DynamicsError(
+                f"`rhs[{position}]` must be a SymPy expression, got {type(entry).__name__} "
+                f"{_describe(entry)}; build it from SymPy symbols."
+            ) from exc
+        if not isinstance(expr, sp.Expr):
+            raise DynamicsError(
+                f"`rhs[{position}]` must be a scalar SymPy expression, got "
+                f"{type(expr).__name__} {_describe(expr)}."
+            )
+        column.append(expr)
+    return sp.Matrix(column)
+
+
+class Dynamics:
+    r"""Dynamics :math:`dz/dt = f(z, \theta, t)` of a Neural ODE, as SymPy expressions.
+
+    Parameters
+    ----------
+    rhs : list, tuple or Matrix of n SymPy expressions
+        The right-hand side :math:`f`, one expression per state variable.
+    state : sequence of n Symbols
+        The state variables :math:`z`, in the order of the columns of ``z`` arrays.
+    params : sequence of p Symbols, or a Matrix of Symbols, optional
+        The parameters :math:`\theta`; a Matrix is flattened row-major, which fixes the
+        order of ``theta`` arrays.
+    time : Symbol, optional
+        The time variable, if ``rhs`` depends on time.
+
+    Raises
+    ------
+    DynamicsError
+        For wrong lengths, non-Symbols, repeated symbols, a state that is also a parameter
+        or the time, and free symbols of ``rhs`` that are neither state, parameter nor time.
+    """
+
+    def __init__(self, rhs: Any, state: Any, params: Any = (), time: sp.Symbol | None = None):
+        column = _as_expression_column(rhs)
+        state_symbols = _as_symbol_tuple(state, "state", allow_empty=False)
+        param_symbols = _as_symbol_tuple(params, "params", allow_empty=True)
+        if time is not None and not isinstance(time, sp.Symbol):
+            raise DynamicsError(
+                f"`time` must be a SymPy Symbol or None, got {type(time).__name__} "
+                f"{_describe(time)}; e.g. time=sympy.Symbol('t')."
+            )
+        if len(column) != len(state_symbols):
+            raise DynamicsError(
+                f"`state` has {len(state_symbols)} symbols but `rhs` has {len(column)} entries; "
+                "give one right-hand side per state variable."
+            )
+        shared = [s for s in param_symbols if s in set(state_symbols)]
+        if shared:
+            raise DynamicsError(
+                f"the symbol {shared[0]} is in both `state` and `params`; "
+                "a symbol is either a state variable or a parameter, rename one of them."
+            )
+        if time is not None and (time in set(state_symbols) or time in set(param_symbols)):
+            role = "state" if time in set(state_symbols) else "params"
+            raise DynamicsError(
+                f"`time` {time} is also listed in `{role}`; time is its own variable, "
+                f"remove it from `{role}`."
+            )
+        known = set(state_symbols) | set(param_symbols) | ({time} if time is not None else set())
+        for position, expr in enumerate(column):
+            unknown = sorted(expr.free_symbols - known, key=str)
+            if unknown:
+                names = ", ".join(str(s) for s in unknown)
+                hint = (
+                    "add it to `params` (or pass it as `time`)"
+                    if time is None
+                    else "add it to `params`"
+                )
+                raise DynamicsError(
+                    f"`rhs[{position}]` uses the symbol(s) {names}, which are neither state, "
+                    f"parameter nor time; {hint} or substitute a number."
+                )
+        self._rhs = sp.ImmutableMatrix(column)
+        self._state = state_symbols
+        self._params = param_symbols
+        self._time = time
+
+    @property
+    def rhs(self) -> sp.ImmutableMatrix:
+        """The right-hand side as an n x 1 Matrix."""
+        return self._rhs
+
+    @property
+    def state(self) -> tuple[sp.Symbol, ...]:
+        return self._state
+
+    @property
+    def params(self) -> tuple[sp.Symbol, ...]:
+        """The parameters, flattened (row-major for a Matrix)."""
+        return self._params
+
+    @property
+    def time(self) -> sp.Symbol | None:
+        return self._time
+
+    @property
+    def n(self) -> int:
+        return len(self._state)
+
+    @property
+    def p(self) -> int:
+        return len(self._params)
+
+    @property
+    def autonomous(self) -> bool:
+        """True when ``rhs`` does not depend on time."""
+        return self._time is None or not any(e.has(self._time) for e in self._rhs)
+
+    def __repr__(self) -> str:
+        rhs = ", ".join(str(e) for e in self._rhs)
+        return (
+            f"Dynamics(rhs=[{rhs}], state={list(self._state)}, params={list(self._params)}, "
+            f"time={self._time})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Dynamics):
+            return NotImplemented
+        return (self._rhs, self._state, self._params, self._time) == (
+            other._rhs,
+            other._state,
+            other._params,
+            other._time,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._rhs, self._state, self._params, self._time))
+
+
+def check_loss(dynamics: Dynamics, loss: Any) -> sp.Expr:
+    """Return ``loss`` as a SymPy expression in the state variables, or raise.
+
+    The per-observation loss may use the state symbols and nothing else.
+    """
+    if not isinstance(dynamics, Dynamics):
+        raise DynamicsError(
+            f"`dynamics` must be a symbolic.Dynamics, got {type(dynamics).__name__}; "
+            "build one with Dynamics(rhs=..., state=..., params=..., time=...)."
+        )
+    if loss is None:
+        raise DynamicsError(
+            "`loss` is required: a SymPy expression in the state symbols, e.g. "
+            "sympy.Rational(1, 2) * sum(z_i**2)."
+        )
+    try:
+        expr = sp.sympify(loss, strict=True)
+    except (sp.SympifyError, TypeError) as exc:
+        raise DynamicsError(
+            f"`loss` must be a SymPy expression in the state symbols, got "
+            f"{type(loss).__name__} {_describe(loss)}."
+        ) from exc
+    if not isinstance(expr, sp.Expr):
+        raise DynamicsError(
+            f"`loss` must be a scalar SymPy expression, got {type(expr).__name__}."
+        )
+    unknown = sorted(expr.free_symbols - set(dynamics.state), key=str)
+    if unknown:
+        names = ", ".join(str(s) for s in unknown)
+        raise DynamicsError(
+            f"`loss` uses the symbol(s) {names}, which are not state variables; the loss is "
+            f"applied to z(t_i) and may use only {', '.join(str(s) for s in dynamics.state)}."
+        )
+    return expr
