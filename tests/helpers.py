@@ -1,0 +1,49 @@
+"""Named tolerance tiers and a blockwise comparison for the tests.
+
+The tiers are the audit's own (verification/_tolerances.py), each with the reason it holds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verification._tolerances import (
+    FINITE_DIFFERENCE,
+    ROUNDING,
+    block_error,
+    solver_tolerance,
+)
+
+__all__ = [
+    "FINITE_DIFFERENCE",
+    "ROUNDING",
+    "assert_gradients_close",
+    "gradient_errors",
+    "relative_error",
+    "solver_tolerance",
+]
+
+BLOCKS = ("z0", "theta", "times")
+
+
+def relative_error(value, reference) -> float:
+    """``|value - reference| / |reference|`` in the 2-norm (floored at the tiniest float)."""
+    value, reference = np.asarray(value, float), np.asarray(reference, float)
+    denom = max(np.linalg.norm(reference), np.finfo(float).tiny)
+    return float(np.linalg.norm(value - reference) / denom)
+
+
+def gradient_errors(g, ref) -> dict[str, float]:
+    """The error measure of MATH.md for each block of two ``Gradient`` results."""
+    scale = float(np.sqrt(sum(np.linalg.norm(getattr(ref, b)) ** 2 for b in BLOCKS)))
+    return {b: block_error(getattr(g, b), getattr(ref, b), scale) for b in BLOCKS}
+
+
+def assert_gradients_close(g, ref, tol: float, *, what: str = "") -> None:
+    """Every block of ``g`` within ``tol`` of ``ref`` (MATH.md error measure)."""
+    errors = gradient_errors(g, ref)
+    bad = {b: e for b, e in errors.items() if not e <= tol}
+    assert not bad, (
+        f"{what or g.method}: blocks {', '.join(f'{b} error {e:.2e}' for b, e in bad.items())}"
+        f" exceed tolerance {tol:.1e} against {ref.method}"
+    )
