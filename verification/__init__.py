@@ -1,8 +1,27 @@
-"""Verification layer of adjoint-verify: audits, reports, strategies and the CLI."""
+"""Verification layer of adjoint-verify: audits, reports, problems and the CLI."""
 
+from ._audit import audit as audit
+from ._audit import audit_problem as audit_problem
+from ._problems import BUILTIN_PROBLEMS as BUILTIN_PROBLEMS
+from ._problems import Problem as Problem
+from ._problems import builtin_problem as builtin_problem
+from ._report import Report as Report
+from ._report import Row as Row
 from ._tolerances import FINITE_DIFFERENCE as FINITE_DIFFERENCE
 from ._tolerances import ROUNDING as ROUNDING
 from ._tolerances import block_error as block_error
 from ._tolerances import solver_tolerance as solver_tolerance
 
-__all__ = ["FINITE_DIFFERENCE", "ROUNDING", "block_error", "solver_tolerance"]
+__all__ = [
+    "BUILTIN_PROBLEMS",
+    "FINITE_DIFFERENCE",
+    "ROUNDING",
+    "Problem",
+    "Report",
+    "Row",
+    "audit",
+    "audit_problem",
+    "block_error",
+    "builtin_problem",
+    "solver_tolerance",
+]

@@ -1,0 +1,201 @@
+"""Audit reports: rows of comparisons, a table for people and JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["BLOCKS", "REFERENCE_KINDS", "ProblemSummary", "Report", "Row", "Skipped"]
+
+BLOCKS = ("z0", "theta", "times")
+
+#: The three kinds of reference of shared/MATH.md a row can be held to.
+REFERENCE_KINDS = {
+    "exact": "exact continuous gradient",
+    "discrete": "derivative of the discrete map (frozen grid)",
+    "finite_difference": "finite-difference estimate",
+}
+#: Short names of the kinds for the table's last column.
+_KIND_SHORT = {
+    REFERENCE_KINDS["exact"]: "continuous",
+    REFERENCE_KINDS["discrete"]: "discrete",
+    REFERENCE_KINDS["finite_difference"]: "fin.diff.",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One comparison: a block of one method's gradient against a reference.
+
+    ``error`` follows shared/MATH.md, "Error measure"; ``reference_kind`` is one of the
+    values of :data:`REFERENCE_KINDS`.
+    """
+
+    block: str
+    method: str
+    reference: str
+    error: float
+    tolerance: float
+    passed: bool
+    diagnosis: str = ""
+    reference_kind: str = REFERENCE_KINDS["exact"]
+    problem: str = "problem"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["error"] = _json_number(self.error)
+        return out
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A method that could not serve a problem, and why."""
+
+    problem: str
+    method: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProblemSummary:
+    """What a reader needs to know about an audited problem."""
+
+    name: str
+    description: str
+    shape: str
+    solver: str
+    reference: str
+    notes: tuple[str, ...] = ()
+
+
+def _json_number(x: float) -> float | str:
+    return x if math.isfinite(x) else ("inf" if x > 0 else "nan" if x != x else "-inf")
+
+
+def _format_error(x: float) -> str:
+    if not math.isfinite(x):
+        return "failed"
+    return f"{x:.1e}"
+
+
+@dataclass
+class Report:
+    """The outcome of an audit.
+
+    Attributes
+    ----------
+    rows : list of Row
+        One per block and comparison.
+    skipped : list of Skipped
+        Methods that do not apply, with the reason.
+    problems : list of ProblemSummary
+    """
+
+    rows: list[Row] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    problems: list[ProblemSummary] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True when there is at least one comparison and every one passed."""
+        return bool(self.rows) and all(row.passed for row in self.rows)
+
+    @property
+    def failures(self) -> list[Row]:
+        return [row for row in self.rows if not row.passed]
+
+    def extend(self, other: Report) -> None:
+        self.rows.extend(other.rows)
+        self.skipped.extend(other.skipped)
+        self.problems.extend(other.problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "problems": [asdict(p) for p in self.problems],
+            "rows": [row.as_dict() for row in self.rows],
+            "skipped": [asdict(s) for s in self.skipped],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON (``inf`` errors, from failed solves, as the string "inf")."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def format(self) -> str:
+        """A table per problem: one line per comparison with the three block errors side by
+        side, failures first with their diagnosis."""
+        lines: list[str] = []
+        names = [p.name for p in self.problems] or sorted({r.problem for r in self.rows})
+        by_name = {p.name: p for p in self.problems}
+        for name in names:
+            lines.extend(self._format_problem(name, by_name.get(name)))
+            lines.append("")
+        lines.append(
+            "Errors are |g - g_ref| / |g_ref| per block (shared/MATH.md). Kinds of reference: "
+            "continuous = exact continuous\ngradient; discrete = derivative of the discrete "
+            "map on the same frozen step grid; fin.diff. = finite-difference estimate."
+        )
+        total = len(self.rows)
+        failed = len(self.failures)
+        verdict = "PASS" if self.passed else "FAIL"
+        lines.append(
+            f"{verdict}: {total - failed} of {total} checks passed"
+            + (f", {failed} failed" if failed else "")
+            + (f"; {len(self.skipped)} method(s) not applicable" if self.skipped else "")
+        )
+        return "\n".join(lines)
+
+    def _format_problem(self, name: str, summary: ProblemSummary | None) -> list[str]:
+        rows = [r for r in self.rows if r.problem == name]
+        lines = []
+        ok = all(r.passed for r in rows) and bool(rows)
+        title = f"== {name} " + ("[pass]" if ok else "[FAIL]")
+        lines.append(title)
+        if summary is not None:
+            if summary.description:
+                lines.append(f"   {summary.description}")
+            lines.append(f"   {summary.shape}; solver {summary.solver}")
+            lines.append(f"   reference: {summary.reference}")
+            for note in summary.notes:
+                lines.append(f"   note: {note}")
+        groups: dict[tuple[str, str], list[Row]] = {}
+        for row in rows:
+            groups.setdefault((row.method, row.reference), []).append(row)
+        ordered = sorted(
+            groups.items(), key=lambda item: all(r.passed for r in item[1])
+        )  # failures first, stable otherwise
+        header = (
+            f"   {'method':<21} {'vs reference':<26} {'z0':>7} {'theta':>7} {'times':>7}"
+            f" {'tol':>7}  {'verdict':<7} kind"
+        )
+        lines.append(header)
+        lines.append("   " + "-" * (len(header) - 3))
+        for (method, reference), group in ordered:
+            errors = {r.block: r for r in group}
+            cells = []
+            for block in BLOCKS:
+                row = errors.get(block)
+                cells.append(
+                    f"{'-':>7}" if row is None else f"{_format_error(row.error):>7}"
+                )
+            tolerance = max(r.tolerance for r in group)
+            passed = all(r.passed for r in group)
+            lines.append(
+                f"   {method:<21} {reference:<26} {' '.join(cells)} {tolerance:>7.0e}  "
+                f"{'pass' if passed else 'FAIL':<7} "
+                f"{_KIND_SHORT.get(group[0].reference_kind, group[0].reference_kind)}"
+            )
+            seen = set()
+            for row in group:
+                if not row.passed and row.diagnosis and row.diagnosis not in seen:
+                    seen.add(row.diagnosis)
+                    lines.append(f"      ! {row.block}: {row.diagnosis}")
+        for skip in self.skipped:
+            if skip.problem == name:
+                lines.append(f"   (not applicable: {skip.method}: {skip.reason})")
+        return lines
