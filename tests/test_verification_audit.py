@@ -1,0 +1,122 @@
+"""The audit: verdicts, references, diagnoses and the report formats."""
+
+import json
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from symbolic import Dynamics
+from verification import ROUNDING, audit, audit_problem, builtin_problem
+from verification._diagnose import diagnose
+from verification._problems import BUILTIN_PROBLEMS, DEMO_PROBLEMS
+from verification._report import REFERENCE_KINDS
+
+
+@pytest.fixture(scope="module")
+def linear_report():
+    return audit_problem(builtin_problem("linear"))
+
+
+@pytest.fixture(scope="module")
+def contracting_report():
+    return audit_problem(builtin_problem("contracting"))
+
+
+def test_seed_problem_passes_with_exact_reference(linear_report):
+    assert linear_report.passed
+    summary = linear_report.problems[0]
+    assert summary.reference.startswith("exact")
+    methods = {row.method for row in linear_report.rows}
+    assert {"backsolve_adjoint", "interpolated_adjoint", "quadrature_adjoint",
+            "forward_sensitivity", "discrete_adjoint", "finite_difference"} <= methods
+
+
+def test_every_row_names_block_reference_and_kind(linear_report):
+    for row in linear_report.rows:
+        assert row.block in ("z0", "theta", "times")
+        assert row.reference_kind in REFERENCE_KINDS.values()
+        assert row.passed == (row.error <= row.tolerance)
+
+
+def test_discrete_adjoint_held_to_rounding_against_complex_step(linear_report):
+    rows = [r for r in linear_report.rows
+            if r.method == "discrete_adjoint" and r.reference == "complex_step"]
+    assert len(rows) == 3
+    assert all(r.tolerance == ROUNDING and r.passed for r in rows)
+
+
+def test_backsolve_on_contracting_dynamics_fails_with_reconstruction_diagnosis(
+    contracting_report,
+):
+    assert not contracting_report.passed
+    failed = contracting_report.failures
+    assert {r.method for r in failed} == {"backsolve_adjoint"}
+    theta_row = next(r for r in failed if r.block == "theta")
+    assert "reconstruction of z drifted" in theta_row.diagnosis
+    assert theta_row.error > 1e3 * theta_row.tolerance
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTIN_PROBLEMS if n in DEMO_PROBLEMS])
+def test_demo_problems_pass(name):
+    report = audit_problem(builtin_problem(name))
+    assert report.passed, str(report)
+
+
+def test_fixed_step_audit_uses_order_based_tolerance():
+    report = audit_problem(builtin_problem("linear"), solver="rk4", steps=20)
+    assert report.passed, str(report)
+    continuous = [r for r in report.rows if r.method == "interpolated_adjoint"]
+    # rk4 with h = 0.025: discretization error ~ h^4, far above dopri5's 1e-7 tolerance floor
+    assert all(1e-10 < r.tolerance < 1e-4 for r in continuous)
+
+
+def test_wrong_method_only_runs_requested(linear_report):
+    problem = builtin_problem("linear")
+    report = audit(problem.dynamics, problem.z0, problem.theta, problem.times,
+                   loss=problem.loss, methods=["exact", "interpolated_adjoint"])
+    assert {r.method for r in report.rows} == {"interpolated_adjoint"}
+
+
+def test_json_round_trip(contracting_report):
+    data = json.loads(contracting_report.to_json())
+    assert data["passed"] is False
+    assert len(data["rows"]) == len(contracting_report.rows)
+    assert data["problems"][0]["name"] == "contracting"
+
+
+def test_table_puts_failures_first_with_diagnosis(contracting_report):
+    text = str(contracting_report)
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["method"])
+    first_method_line = header + 2  # after the header and its rule
+    assert "backsolve_adjoint" in lines[first_method_line]
+    assert "FAIL" in lines[first_method_line]
+    assert lines[first_method_line + 1].strip().startswith("! theta:")
+    assert text.splitlines()[-1].startswith("FAIL:")
+
+
+def test_integration_failure_is_a_failed_row_not_a_number():
+    x = sp.Symbol("x")
+    c = sp.Symbol("c")
+    dyn = Dynamics([c * x**2], [x], [c])
+    report = audit(dyn, np.array([[1.0]]), np.array([1.0]), np.array([0.0, 2.0]), loss=x,
+                   methods=["interpolated_adjoint", "forward_sensitivity"])
+    assert not report.passed
+    assert all(not np.isfinite(r.error) for r in report.rows)
+    assert all("solve failed" in r.diagnosis for r in report.rows)
+
+
+@pytest.mark.parametrize(
+    ("value", "reference", "expected"),
+    [
+        pytest.param([-1.0, -2.0], [1.0, 2.0], "opposite sign", id="sign"),
+        pytest.param([0.5, 1.0], [1.0, 2.0], "1/B with batch size B = 2", id="mean"),
+        pytest.param([0.0, 0.0], [1.0, 2.0], "all zeros", id="zero"),
+        pytest.param([1.0, 2.5], [1.0, 2.0], "largest deviation at theta[1]", id="entry"),
+        pytest.param([np.nan, 1.0], [1.0, 2.0], "inf or nan", id="nonfinite"),
+    ],
+)
+def test_diagnoses_are_computed_from_the_numbers(value, reference, expected):
+    text = diagnose("theta", np.array(value), np.array(reference), method="m", batch=2)
+    assert expected in text
