@@ -2,6 +2,8 @@
 
 from ._audit import audit as audit
 from ._audit import audit_problem as audit_problem
+from ._convergence import ConvergenceStudy as ConvergenceStudy
+from ._convergence import convergence_study as convergence_study
 from ._problems import BUILTIN_PROBLEMS as BUILTIN_PROBLEMS
 from ._problems import Problem as Problem
 from ._problems import builtin_problem as builtin_problem
@@ -16,6 +18,7 @@ __all__ = [
     "BUILTIN_PROBLEMS",
     "FINITE_DIFFERENCE",
     "ROUNDING",
+    "ConvergenceStudy",
     "Problem",
     "Report",
     "Row",
@@ -23,5 +26,6 @@ __all__ = [
     "audit_problem",
     "block_error",
     "builtin_problem",
+    "convergence_study",
     "solver_tolerance",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -10,12 +11,16 @@ from numeric import TABLEAUS, InputError
 from symbolic import DynamicsError
 
 from ._audit import audit_problem
+from ._convergence import convergence_study
 from ._problems import BUILTIN_PROBLEMS, DEMO_PROBLEMS, builtin_problem
 from ._report import Report
 
 __all__ = ["main"]
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+#: Step sequences of the demo's convergence studies (solver, steps per interval).
+DEMO_CONVERGENCE = (("euler", (8, 16, 32, 64)), ("midpoint", (4, 8, 16, 32)),
+                    ("rk4", (4, 8, 16, 32)))
 
 
 class UsageError(Exception):
@@ -75,10 +80,26 @@ def _run(args: argparse.Namespace) -> int:
         report = Report()
         for name in DEMO_PROBLEMS:
             report.extend(audit_problem(builtin_problem(name)))
-        code = _print_report(report, args.json)
-        if not args.json:
+        seed = builtin_problem("linear")
+        studies = [
+            convergence_study(seed.dynamics, seed.z0, seed.theta, seed.times, loss=seed.loss,
+                              method="discrete_adjoint", solver=solver, steps=steps)
+            for solver, steps in DEMO_CONVERGENCE
+        ]
+        passed = report.passed and all(study.passed for study in studies)
+        if args.json:
+            data = report.to_dict()
+            data["convergence"] = [study.to_dict() for study in studies]
+            data["passed"] = passed
+            print(json.dumps(data, indent=2))
+        else:
+            print(report.format())
+            print("\nObserved order of the discrete adjoint toward the exact gradient "
+                  "(seed problem):")
+            for study in studies:
+                print(study)
             print("\nSee a wrong gradient caught: adjoint-verify audit --problem contracting")
-        return code
+        return EXIT_PASS if passed else EXIT_FAIL
     if args.command == "audit":
         if args.problem not in BUILTIN_PROBLEMS:
             raise UsageError(
