@@ -2,6 +2,9 @@
 
 from ._audit import audit as audit
 from ._audit import audit_problem as audit_problem
+from ._audit_gradient import DEFAULT_GRADIENT_RTOL as DEFAULT_GRADIENT_RTOL
+from ._audit_gradient import GradientShapeError as GradientShapeError
+from ._audit_gradient import audit_gradient as audit_gradient
 from ._convergence import ConvergenceStudy as ConvergenceStudy
 from ._convergence import convergence_study as convergence_study
 from ._problems import BUILTIN_PROBLEMS as BUILTIN_PROBLEMS
@@ -16,13 +19,16 @@ from ._tolerances import solver_tolerance as solver_tolerance
 
 __all__ = [
     "BUILTIN_PROBLEMS",
+    "DEFAULT_GRADIENT_RTOL",
     "FINITE_DIFFERENCE",
     "ROUNDING",
     "ConvergenceStudy",
+    "GradientShapeError",
     "Problem",
     "Report",
     "Row",
     "audit",
+    "audit_gradient",
     "audit_problem",
     "block_error",
     "builtin_problem",

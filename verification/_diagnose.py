@@ -25,6 +25,22 @@ def _relation(value: NDArray, reference: NDArray) -> tuple[float, float]:
     return c, residual
 
 
+def _close(value: NDArray, candidate: NDArray) -> bool:
+    scale = max(float(np.linalg.norm(candidate)), np.finfo(float).tiny)
+    return float(np.linalg.norm(value - candidate)) <= EXPLAINED * scale
+
+
+def _transposed(value: NDArray, reference: NDArray) -> int | None:
+    """Size m of a leading m x m parameter matrix whose gradient came back transposed."""
+    p = value.size
+    for m in range(int(np.sqrt(p)), 1, -1):
+        candidate = reference.copy()
+        candidate[: m * m] = reference[: m * m].reshape(m, m).T.reshape(-1)
+        if not _close(reference, candidate) and _close(value, candidate):
+            return m
+    return None
+
+
 def diagnose(
     block: str,
     value: NDArray,
@@ -33,21 +49,53 @@ def diagnose(
     method: str,
     info: Mapping[str, Any] | None = None,
     batch: int = 1,
+    alternatives: Mapping[str, NDArray] | None = None,
+    span_note: str = "",
 ) -> str:
     """One sentence on how ``value`` differs from ``reference``.
 
-    Recognised: non-finite values, an all-zero block, an opposite sign, a constant scale
-    (naming the batch size when it is ``1/B`` or ``B``: mean instead of sum), and otherwise
-    the entry that differs most. For the backsolve adjoint the reconstruction error of
-    ``z`` it saw is added.
+    Recognised: non-finite values; an all-zero block; some entries zero; an opposite
+    sign; the ``t_0`` entry alone with the wrong sign; a transposed square parameter
+    matrix; a constant scale (naming the batch size when it is ``1/B`` or ``B``: a mean
+    instead of a sum); agreement with a known wrong answer in ``alternatives`` (sentence ->
+    array, e.g. the gradient of a loss on the last observation only); otherwise the entry
+    that differs most, with ``span_note`` (how the error grows with the time span) when
+    nothing more specific explains the difference. For the backsolve adjoint the
+    reconstruction error of ``z`` it saw is added.
     """
     value = np.asarray(value, dtype=float).ravel()
     reference = np.asarray(reference, dtype=float).ravel()
     parts: list[str] = []
+    generic = False
+    flipped_t0 = reference.copy()
+    if flipped_t0.size:
+        flipped_t0[0] = -flipped_t0[0]
+    zero_entries = np.flatnonzero((value == 0) & (reference != 0))
+    matched = [
+        sentence for sentence, candidate in (alternatives or {}).items()
+        if _close(value, np.asarray(candidate, dtype=float).ravel())
+    ]
+    transposed = _transposed(value, reference) if block == "theta" else None
     if not np.all(np.isfinite(value)):
         parts.append("the gradient has inf or nan entries")
     elif np.all(value == 0) and np.any(reference != 0):
         parts.append("the block is all zeros: it is missing or not propagated")
+    elif matched:
+        parts.append(matched[0])
+    elif block == "times" and reference[0] != 0 and _close(value, flipped_t0):
+        parts.append(
+            "the t_0 entry has the wrong sign: dL/dt_0 = -a(t_0)^T f(z_0, t_0), while the "
+            "observation times are right"
+        )
+    elif transposed is not None:
+        parts.append(
+            f"transposed: the gradient of the leading {transposed} x {transposed} parameter "
+            "matrix is the transpose of the reference (a z^T written as z a^T?)"
+        )
+    elif zero_entries.size and _close(value[reference != 0][value[reference != 0] != 0],
+                                      reference[reference != 0][value[reference != 0] != 0]):
+        shown = ", ".join(str(int(k)) for k in zero_entries[:6])
+        parts.append(f"entries {block}[{shown}] are zero where the reference is not: missing")
     else:
         c, residual = _relation(value, reference)
         if residual <= EXPLAINED and abs(c + 1.0) <= EXPLAINED:
@@ -62,9 +110,12 @@ def diagnose(
         else:
             k = int(np.argmax(np.abs(value - reference)))
             parts.append(
-                f"largest deviation at {block}[{k}]: got {value[k]:.6g}, "
-                f"reference {reference[k]:.6g}"
+                f"largest deviation at {block}[{k}]: got {value[k]:.10g}, "
+                f"reference {reference[k]:.10g}"
             )
+            generic = True
+    if generic and span_note:
+        parts.append(span_note)
     info = info or {}
     drift = info.get("reconstruction_error")
     if method == "backsolve_adjoint" and drift is not None:

@@ -1,0 +1,293 @@
+"""``audit_gradient``: an outside gradient implementation against the best reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from numeric import (
+    Gradient,
+    InputError,
+    IntegrationError,
+    MethodUnavailable,
+    check_solver_options,
+    compute_gradient,
+)
+from numeric._checks import check_compiled, check_state, check_theta, check_times
+
+from ._diagnose import diagnose
+from ._report import BLOCKS, REFERENCE_KINDS, ProblemSummary, Report, Row, Skipped
+from ._tolerances import ROUNDING, block_error, solver_tolerance
+
+__all__ = [
+    "DEFAULT_GRADIENT_RTOL",
+    "GradientShapeError",
+    "ReferenceGradient",
+    "audit_gradient",
+    "best_reference",
+]
+
+#: Default tolerance of `audit_gradient`, relative per block: what a float64 adjoint at a
+#: sensible solver tolerance (rtol ~ 1e-9) delivers with room to spare. Loosen it for a
+#: float32 implementation (~1e-4), tighten it for a reference implementation.
+DEFAULT_GRADIENT_RTOL = 1e-6
+#: The tolerance must exceed the reference's own error by this factor, or a correct
+#: implementation could fail through the reference's error.
+REFERENCE_MARGIN = 10.0
+#: A relative error that grows by this factor from the shortest to the longest time span is
+#: reported as growing with the span.
+SPAN_GROWTH = 10.0
+
+
+class GradientShapeError(InputError):
+    """The implementation under audit returned something of the wrong form or shape."""
+
+
+@dataclass(frozen=True)
+class ReferenceGradient:
+    """A reference gradient with its provenance: the method and the error it may carry."""
+
+    gradient: Gradient
+    label: str
+    error: float
+
+
+def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
+                   *, digits: int = 30) -> ReferenceGradient:
+    """The most accurate reference available: ``exact`` (linear autonomous ``f``), else
+    ``high_precision`` (small smooth systems), else forward sensitivity at rtol = 1e-13."""
+    reasons = []
+    for method in ("exact", "high_precision"):
+        try:
+            g = compute_gradient(compiled, z0, theta, times, method, None, digits=digits)
+        except (MethodUnavailable, IntegrationError) as exc:
+            reasons.append(str(exc))
+            continue
+        error = ROUNDING if method == "exact" else max(
+            ROUNDING, float(g.info.get("error_estimate", ROUNDING))
+        )
+        return ReferenceGradient(g, method, error)
+    options = check_solver_options("dopri5", steps=None, rtol=1e-13, atol=1e-15,
+                                   max_steps=100_000)
+    g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options)
+    return ReferenceGradient(g, "forward_sensitivity@1e-13", solver_tolerance(1e-13, 1e-15))
+
+
+def _call_implementation(grad_fn, z0, theta, times, expected: Mapping[str, tuple]):
+    """Call ``grad_fn`` on copies of the inputs and check the form of what it returns."""
+    out = grad_fn(np.array(z0, copy=True), np.array(theta, copy=True),
+                  np.array(times, copy=True))
+    if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
+        raise GradientShapeError(
+            "`grad_fn` must return a tuple (dz0, dtheta) or (dz0, dtheta, dtimes), got "
+            f"{type(out).__name__}"
+            + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")
+            + "; return the gradient blocks in that order."
+        )
+    blocks = {}
+    for block, value in zip(BLOCKS, out, strict=False):
+        try:
+            array = np.asarray(value)
+        except Exception as exc:  # ragged output
+            raise GradientShapeError(f"block `{block}` returned by grad_fn is not an array: "
+                                     f"{exc}") from exc
+        if np.iscomplexobj(array) or array.dtype == object:
+            raise GradientShapeError(
+                f"block `{block}` returned by grad_fn has dtype {array.dtype}; expected real "
+                "numbers (take .real only if the imaginary part is meant to be zero)."
+            )
+        if array.shape != expected[block]:
+            raise GradientShapeError(
+                f"block `{block}` returned by grad_fn has shape {array.shape}, expected "
+                f"{expected[block]} (the shape of `{block}`); return one gradient entry per "
+                "input entry, summed over the batch for theta and times."
+            )
+        blocks[block] = array.astype(float)
+    return blocks
+
+
+def audit_gradient(
+    dynamics,
+    grad_fn: Callable[..., Any],
+    z0,
+    theta,
+    times,
+    *,
+    loss,
+    rtol: float = DEFAULT_GRADIENT_RTOL,
+    name: str | None = None,
+    digits: int = 30,
+) -> Report:
+    """Audit an outside gradient implementation, blockwise, against the best reference.
+
+    Parameters
+    ----------
+    dynamics : symbolic.Dynamics
+    grad_fn : callable ``grad_fn(z0, theta, times) -> (dz0, dtheta[, dtimes])``
+        The implementation under audit. It receives copies of the inputs as given here
+        (``z0`` of shape (B, n) or (n,)) and returns gradients of the same shapes; ``dtheta``
+        is summed over the batch. ``dtimes`` may be omitted.
+    z0, theta, times
+        As for :func:`numeric.gradient`.
+    loss : sympy.Expr
+        Per-observation loss, summed over observation times and batch.
+    rtol : float
+        Tolerance per block, relative (default 1e-6). Loosen it for float32 code.
+    name : str, optional
+        How the report names the implementation (default: the function's name).
+    digits : int
+        Digits of the high-precision reference, where it is the one used.
+
+    Returns
+    -------
+    Report
+        A failed block is a failed row with a diagnosis computed from the numbers; the
+        audit fails, it does not raise.
+
+    Raises
+    ------
+    GradientShapeError
+        ``grad_fn`` returned the wrong form or shapes (the message names the block, the
+        expected and the given shape).
+    InputError
+        ``rtol`` is below what the reference can certify.
+    """
+    compiled = check_compiled(dynamics, loss)
+    z0_2d, single = check_state(z0, compiled.n)
+    theta = check_theta(theta, compiled.p)
+    times = check_times(times)
+    ok = isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and rtol > 0
+    if not ok or not np.isfinite(rtol):
+        raise InputError(f"`rtol` must be a finite number > 0, got {rtol!r}.")
+    if not callable(grad_fn):
+        raise InputError(f"`grad_fn` must be callable, got {type(grad_fn).__name__}.")
+    label = name or getattr(grad_fn, "__name__", "implementation")
+    reference = best_reference(compiled, z0_2d, theta, times, digits=digits)
+    if rtol < REFERENCE_MARGIN * reference.error:
+        raise InputError(
+            f"`rtol` = {rtol:g} is below what the reference ({reference.label}, error "
+            f"<= {reference.error:.0e}) can certify; use rtol >= "
+            f"{REFERENCE_MARGIN * reference.error:.0e}."
+        )
+    z0_given = z0_2d[0] if single else z0_2d
+    expected = {"z0": z0_given.shape, "theta": theta.shape, "times": times.shape}
+    blocks = _call_implementation(grad_fn, z0_given, theta, times, expected)
+    if single:
+        blocks["z0"] = blocks["z0"][None, :]
+    report = Report()
+    compare_to_reference(
+        report, blocks, reference, rtol, label,
+        context=_Context(compiled, grad_fn, z0_2d, theta, times, single, digits),
+    )
+    report.problems.append(ProblemSummary(
+        name=label,
+        description="outside gradient implementation under audit",
+        shape=f"n={compiled.n} states, p={compiled.p} parameters, batch B={z0_2d.shape[0]}, "
+              f"N={len(times) - 1} observations",
+        solver="(the implementation's own)",
+        reference=f"{reference.label} (relative error <= {reference.error:.0e})",
+    ))
+    if "times" not in blocks:
+        report.skipped.append(Skipped(label, "times", "grad_fn returned no time gradient"))
+    return report
+
+
+@dataclass
+class _Context:
+    """What the diagnoses need to build alternative answers and rerun the implementation."""
+
+    compiled: Any
+    grad_fn: Callable | None
+    z0: NDArray
+    theta: NDArray
+    times: NDArray
+    single: bool
+    digits: int
+
+
+def _last_observation_only(ctx: _Context) -> dict[str, NDArray] | None:
+    """Gradient of the loss applied at t_N only, on the same trajectory."""
+    short = np.array([ctx.times[0], ctx.times[-1]])
+    try:
+        ref = best_reference(ctx.compiled, ctx.z0, ctx.theta, short, digits=ctx.digits)
+    except (IntegrationError, MethodUnavailable):
+        return None
+    times_grad = np.zeros_like(ctx.times)
+    times_grad[0], times_grad[-1] = ref.gradient.times
+    return {"z0": ref.gradient.z0, "theta": ref.gradient.theta, "times": times_grad}
+
+
+def _span_errors(ctx: _Context, blocks_failed: list[str]) -> list[float] | None:
+    """The implementation's largest failing-block error on the spans [t_0, t_k]."""
+    if ctx.grad_fn is None or len(ctx.times) < 3:
+        return None
+    errors = []
+    for k in range(1, len(ctx.times)):
+        times = ctx.times[: k + 1]
+        try:
+            ref = best_reference(ctx.compiled, ctx.z0, ctx.theta, times, digits=ctx.digits)
+            z0 = ctx.z0[0] if ctx.single else ctx.z0
+            expected = {"z0": z0.shape, "theta": ctx.theta.shape, "times": times.shape}
+            blocks = _call_implementation(ctx.grad_fn, z0, ctx.theta, times, expected)
+        except Exception:  # the diagnosis is best effort: any failure means "no finding"
+            return None
+        if ctx.single:
+            blocks["z0"] = blocks["z0"][None, :]
+        scale = _scale(ref.gradient)
+        errors.append(max(
+            block_error(blocks[b], getattr(ref.gradient, b), scale)
+            for b in blocks_failed if b in blocks
+        ))
+    return errors
+
+
+def _scale(g: Gradient) -> float:
+    return float(np.sqrt(sum(np.linalg.norm(getattr(g, b)) ** 2 for b in BLOCKS)))
+
+
+def compare_to_reference(
+    report: Report,
+    blocks: Mapping[str, NDArray],
+    reference: ReferenceGradient,
+    rtol: float,
+    label: str,
+    *,
+    context: _Context | None = None,
+) -> None:
+    """Append one row per given block to ``report``; diagnose the failures."""
+    ref = reference.gradient
+    scale = _scale(ref)
+    errors = {b: block_error(v, getattr(ref, b), scale) for b, v in blocks.items()}
+    failed = [b for b, e in errors.items() if not e <= rtol]
+    alternatives: dict[str, dict[str, NDArray]] = {b: {} for b in BLOCKS}
+    span_note = ""
+    if failed and context is not None:
+        last_only = _last_observation_only(context)
+        if last_only is not None and len(context.times) > 2:
+            sentence = ("the observation-time jumps are missing: the gradient matches a loss "
+                        "on the last observation only")
+            for b in BLOCKS:
+                alternatives[b][sentence] = last_only[b]
+        spans = _span_errors(context, failed)
+        if spans and spans[0] > 0 and all(np.diff(spans) > 0) and (
+            spans[-1] >= SPAN_GROWTH * spans[0]
+        ):
+            shown = ", ".join(f"{e:.1e}" for e in spans)
+            span_note = (f"the error grows with the time span ({shown} on [t_0, t_1] ... "
+                         "[t_0, t_N]): a backward reconstruction that diverges?")
+    batch = blocks["z0"].shape[0] if "z0" in blocks else 1
+    for block, value in blocks.items():
+        passed = errors[block] <= rtol
+        text = ""
+        if not passed:
+            text = diagnose(block, value, getattr(ref, block), method=label, batch=batch,
+                            alternatives=alternatives[block], span_note=span_note)
+        report.rows.append(Row(
+            block=block, method=label, reference=reference.label, error=errors[block],
+            tolerance=rtol, passed=passed, diagnosis=text,
+            reference_kind=REFERENCE_KINDS["exact"], problem=label,
+        ))
