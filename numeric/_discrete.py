@@ -76,8 +76,8 @@ class Replay:
     sample_loss : ndarray, shape (B,)
         ``sum_i l(z_b(t_i))`` for each sample ``b``.
     records : list
-        Per interval, per step ``(t_k, h, Z, K)`` with stage inputs ``Z`` and stages ``K``
-        of shape ``(s, B, n)``; kept only when asked for.
+        Per interval, per step ``(t_k, h, t_next, Z, K)`` with stage inputs ``Z`` and stages
+        ``K`` of shape ``(s, B, n)``; kept only when asked for.
     """
 
     zs: NDArray
@@ -116,11 +116,15 @@ def replay(
         for k in range(len(fractions) - 1):
             t_k = t_a + fractions[k] * delta
             h = (fractions[k + 1] - fractions[k]) * delta
+            # the last step's end is the observation time itself, not t_k + h, which can
+            # round one ulp past it (equal in exact arithmetic, so the derivative is the same)
+            t_next = times[j + 1] if k == len(fractions) - 2 else t_k + h
             stage_z = np.empty((live, *z.shape), dtype=dtype)
             stage_k = np.empty((live, *z.shape), dtype=dtype)
             for i in range(live):
                 stage_z[i] = z + h * np.tensordot(tableau.a[i, :i], stage_k[:i], axes=1) if i else z
-                stage_k[i] = compiled.rhs(stage_z[i], theta, t_k + tableau.c[i] * h)
+                tau = t_next if tableau.c[i] == 1.0 else t_k + tableau.c[i] * h
+                stage_k[i] = compiled.rhs(stage_z[i], theta, tau)
             z = z + h * np.tensordot(weights, stage_k, axes=1)
             if not np.all(np.isfinite(z)):
                 t_reached = float(np.real(t_k + h))
@@ -131,7 +135,7 @@ def replay(
                     cause="non-finite state",
                 )
             if keep:
-                interval.append((t_k, h, stage_z, stage_k))
+                interval.append((t_k, h, t_next, stage_z, stage_k))
         records.append(interval)
         zs.append(z)
         sample_loss = sample_loss + compiled.loss(z)
@@ -180,7 +184,7 @@ def discrete_adjoint_gradient(
     for j in range(N - 1, -1, -1):
         fractions = grid.fractions[j]
         for k in range(len(fractions) - 1, 0, -1):
-            t_k, h, stage_z, stage_k = run.records[j][k - 1]
+            t_k, h, t_next, stage_z, stage_k = run.records[j][k - 1]
             stage_zbar = np.zeros_like(stage_z)
             t_bar = 0.0
             h_bar = float(np.sum(lam * np.tensordot(weights, stage_k, axes=1)))
@@ -191,7 +195,7 @@ def discrete_adjoint_gradient(
                 if i + 1 < live:
                     later = np.tensordot(a_live[i + 1 :, i], stage_zbar[i + 1 :], axes=1)
                     k_bar = k_bar + h * later
-                tau = t_k + c_live[i] * h
+                tau = t_next if c_live[i] == 1.0 else t_k + c_live[i] * h
                 stage_zbar[i] = compiled.vjp_state(stage_z[i], theta, tau, k_bar)
                 if compiled.p:
                     grad_theta += compiled.vjp_params(stage_z[i], theta, tau, k_bar).sum(axis=0)

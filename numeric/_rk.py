@@ -29,7 +29,14 @@ MAX_FACTOR = 10.0
 
 
 def rk_step(
-    rhs: Rhs, t, z: NDArray, h, tableau: ButcherTableau, k_first: NDArray | None = None
+    rhs: Rhs,
+    t,
+    z: NDArray,
+    h,
+    tableau: ButcherTableau,
+    k_first: NDArray | None = None,
+    *,
+    t_end=None,
 ) -> tuple[NDArray, NDArray]:
     r"""One explicit Runge–Kutta step for every sample in the batch.
 
@@ -45,6 +52,9 @@ def rk_step(
     tableau : ButcherTableau
     k_first : ndarray, shape (B, m), optional
         ``f(z, t)`` if already known (the FSAL stage of the previous step).
+    t_end : scalar, optional
+        The end of the step as the caller holds it (an observation time, say): ``t + h``
+        can round one ulp past it, and stages are kept inside ``[t, t_end]``.
 
     Returns
     -------
@@ -54,7 +64,7 @@ def rk_step(
     """
     s = tableau.stages
     k = np.empty((s, *z.shape), dtype=np.result_type(z, h))
-    t_end = t + h
+    t_end = t + h if t_end is None else t_end
     lo, hi = (t, t_end) if np.real(h) >= 0 else (t_end, t)
     for i in range(s):
         if i == 0 and k_first is not None:
@@ -186,7 +196,8 @@ def fixed_segment(
     ys[0] = y
     for i in range(steps):
         budget.spend(ts[i])
-        ys[i + 1], ks[i] = rk_step(rhs, ts[i], ys[i], ts[i + 1] - ts[i], tableau)
+        ys[i + 1], ks[i] = rk_step(rhs, ts[i], ys[i], ts[i + 1] - ts[i], tableau,
+                                   t_end=ts[i + 1])
         budget.nfev += tableau.stages
         _check_finite(ys[i + 1], ts[i + 1], what)
     f_end = None
@@ -201,16 +212,18 @@ def _rms(x: NDArray) -> float:
 
 
 def initial_step(
-    rhs: Rhs, t: float, y: NDArray, f0: NDArray, direction: float, span: float,
-    order: int, rtol: float, atol: float,
+    rhs: Rhs, t: float, t_b: float, y: NDArray, f0: NDArray, order: int, rtol: float,
+    atol: float,
 ) -> float:
     """Starting step size (Hairer, Nørsett & Wanner, II.4), never longer than ``span``."""
+    direction = 1.0 if t_b >= t else -1.0
+    span = abs(t_b - t)
     scale = atol + np.abs(y) * rtol
     d0, d1 = _rms(y / scale), _rms(f0 / scale)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
     y1 = y + h0 * direction * f0
-    f1 = rhs(t + h0 * direction, y1)
+    f1 = rhs(t_b if h0 >= span else t + h0 * direction, y1)
     d2 = _rms((f1 - f0) / scale) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
@@ -247,14 +260,13 @@ def adaptive_segment(
     ``t_b`` is shortened to land on it exactly.
     """
     direction = 1.0 if t_b >= t_a else -1.0
-    span = abs(t_b - t_a)
     t = t_a
     f = carry.f if carry.f is not None else rhs(t, y)
     if carry.f is None:
         budget.nfev += 1
     _check_finite(f, t, what + " derivative")
     if carry.h_abs is None:
-        h_abs = initial_step(rhs, t, y, f, direction, span, tableau.error_order, rtol, atol)
+        h_abs = initial_step(rhs, t, t_b, y, f, tableau.error_order, rtol, atol)
         budget.nfev += 1
     else:
         h_abs = carry.h_abs
@@ -281,14 +293,15 @@ def adaptive_segment(
                 t=float(t),
                 cause=cause,
             )
-        y_new, k = rk_step(rhs, t, y, h, tableau, k_first=f)
+        t_next = t_b if last else t + h
+        y_new, k = rk_step(rhs, t, y, h, tableau, k_first=f, t_end=t_next)
         budget.nfev += tableau.stages - 1
         scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
         with np.errstate(invalid="ignore", over="ignore"):
             err = _rms(h * np.tensordot(tableau.b_err, k, axes=1) / scale)
         nonfinite = not (np.isfinite(err) and np.all(np.isfinite(k)))
         if not nonfinite and err <= 1.0:
-            t = t_b if last else t + h
+            t = t_next
             y = y_new
             f = k[-1] if tableau.fsal else rhs(t, y)
             ts.append(t)

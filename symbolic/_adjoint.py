@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from ._calculus import real_jacobian
 from ._dynamics import Dynamics, check_loss
 
 __all__ = ["AdjointSystem", "derive_adjoint"]
@@ -37,6 +38,10 @@ class AdjointSystem:
         :math:`\nabla \ell(z)`.
     jacobian_state, jacobian_params : Matrix
         :math:`\partial f/\partial z` (n x n) and :math:`\partial f/\partial \theta` (n x p).
+    time_derivative : Matrix, n x 1
+        :math:`\partial f/\partial t`.
+
+    Derivatives treat every symbol as real (``d|x|/dx = sign(x)``).
     """
 
     dynamics: Dynamics
@@ -48,6 +53,7 @@ class AdjointSystem:
     loss_gradient: sp.ImmutableMatrix
     jacobian_state: sp.ImmutableMatrix
     jacobian_params: sp.ImmutableMatrix
+    time_derivative: sp.ImmutableMatrix
 
     def equations(self) -> list[tuple[str, sp.Expr]]:
         """(left-hand side, right-hand side) pairs, in the order a person reads them."""
@@ -160,17 +166,16 @@ def derive_adjoint(dynamics: Dynamics, loss: sp.Expr) -> AdjointSystem:
     loss_expr = check_loss(dynamics, loss)
     a = sp.Matrix(adjoint_symbols(dynamics))
     f = sp.Matrix(dynamics.rhs)
-    jac_z = f.jacobian(sp.Matrix(dynamics.state))
-    jac_theta = (
-        f.jacobian(sp.Matrix(dynamics.params)) if dynamics.p else sp.zeros(dynamics.n, 0)
-    )
+    jac_z = real_jacobian(f, dynamics.state)
+    jac_theta = real_jacobian(f, dynamics.params)
     adjoint_rhs = -(jac_z.T * a)
     param_integrand = jac_theta.T * a if dynamics.p else sp.zeros(0, 1)
     if dynamics.time is not None:
-        time_partial = (a.T * f.diff(dynamics.time))[0, 0]
+        time_derivative = real_jacobian(f, [dynamics.time])
     else:
-        time_partial = sp.Integer(0)
-    loss_gradient = sp.Matrix([loss_expr]).jacobian(sp.Matrix(dynamics.state)).T
+        time_derivative = sp.zeros(dynamics.n, 1)
+    time_partial = (a.T * time_derivative)[0, 0]
+    loss_gradient = real_jacobian([loss_expr], dynamics.state).T
     return AdjointSystem(
         dynamics=dynamics,
         loss=loss_expr,
@@ -181,4 +186,5 @@ def derive_adjoint(dynamics: Dynamics, loss: sp.Expr) -> AdjointSystem:
         loss_gradient=sp.ImmutableMatrix(loss_gradient),
         jacobian_state=sp.ImmutableMatrix(jac_z),
         jacobian_params=sp.ImmutableMatrix(jac_theta),
+        time_derivative=sp.ImmutableMatrix(time_derivative),
     )

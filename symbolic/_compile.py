@@ -17,7 +17,8 @@ import numpy as np
 import sympy as sp
 from numpy.typing import NDArray
 
-from ._adjoint import adjoint_symbols
+from ._adjoint import derive_adjoint
+from ._calculus import real_jacobian
 from ._dynamics import Dynamics, check_loss
 
 __all__ = [
@@ -185,25 +186,27 @@ class CompiledDynamics:
         self.param_names = tuple(str(s) for s in dynamics.params)
         self.non_analytic = _non_analytic_names([*dynamics.rhs, loss])
 
+        adjoint = derive_adjoint(dynamics, loss)
         z = sp.Matrix(dynamics.state)
         theta = list(dynamics.params)
         t = dynamics.time if dynamics.time is not None else sp.Dummy("t")
-        a = sp.Matrix(adjoint_symbols(dynamics))
+        a = sp.Matrix(adjoint.adjoint)
         f = sp.Matrix(dynamics.rhs)
-        jac_z = f.jacobian(z)
-        jac_theta = f.jacobian(sp.Matrix(theta)) if self.p else sp.zeros(self.n, 0)
+        jac_z = adjoint.jacobian_state
+        jac_theta = adjoint.jacobian_params
         self._symbols = (list(z), theta, t, list(a))
+        self._loss_gradient_expr = adjoint.loss_gradient
 
         state_args = [list(z), theta, [t]]
         adjoint_args = [list(z), list(a), theta, [t]]
         self._rhs = _VectorFunction(list(f), state_args)
         self._vjp_state = _VectorFunction(list(jac_z.T * a), adjoint_args)
         self._vjp_params = _VectorFunction(list(jac_theta.T * a), adjoint_args)
-        self._time_partial = _VectorFunction(list(f.diff(t)), state_args)
+        self._time_partial = _VectorFunction(list(adjoint.time_derivative), state_args)
         self._jac_state = _VectorFunction(list(jac_z), state_args)
         self._jac_params = _VectorFunction(list(jac_theta), state_args)
         self._loss = _VectorFunction([loss], [list(z)])
-        self._loss_grad = _VectorFunction(list(sp.Matrix([loss]).jacobian(z)), [list(z)])
+        self._loss_grad = _VectorFunction(list(adjoint.loss_gradient), [list(z)])
         self._jac_z_expr = jac_z
         self._jac_theta_expr = jac_theta
         self._linear: LinearStructure | bool | None = False  # False: not yet looked at
@@ -267,9 +270,8 @@ class CompiledDynamics:
         pieces = {
             "matrix": (list(jac), (n, n)),
             "offset": (list(offset), (n,)),
-            "matrix_grad": ([jac[i, j].diff(s) for i in range(n) for j in range(n) for s in theta],
-                            (n, n, p)),
-            "offset_grad": ([offset[i].diff(s) for i in range(n) for s in theta], (n, p)),
+            "matrix_grad": (list(real_jacobian(list(jac), theta)), (n, n, p)),
+            "offset_grad": (list(real_jacobian(list(offset), theta)), (n, p)),
         }
 
         def evaluate(exprs: list, shape: tuple[int, ...]) -> Callable[[NDArray], NDArray]:
@@ -303,10 +305,7 @@ class CompiledDynamics:
                 jac_params=mp(list(self._jac_theta_expr)),
                 loss=sp.lambdify([z], self.loss_expr, modules="mpmath", dummify=True),
                 loss_grad=sp.lambdify(
-                    [z],
-                    list(sp.Matrix([self.loss_expr]).jacobian(sp.Matrix(z))),
-                    modules="mpmath",
-                    dummify=True,
+                    [z], list(self._loss_gradient_expr), modules="mpmath", dummify=True
                 ),
             )
         return self._mpmath

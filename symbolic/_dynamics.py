@@ -77,7 +77,7 @@ def _as_expression_column(rhs: Any) -> sp.Matrix:
                 f"`rhs[{position}]` must be a SymPy expression, got {type(entry).__name__} "
                 f"{_describe(entry)}; build it from SymPy symbols."
             ) from exc
-        if not isinstance(expr, sp.Expr):
+        if not isinstance(expr, sp.Expr) or getattr(expr, "is_Matrix", False):
             raise DynamicsError(
                 f"`rhs[{position}]` must be a scalar SymPy expression, got "
                 f"{type(expr).__name__} {_describe(expr)}."
@@ -227,9 +227,10 @@ def check_loss(dynamics: Dynamics, loss: Any) -> sp.Expr:
             f"`loss` must be a SymPy expression in the state symbols, got "
             f"{type(loss).__name__} {_describe(loss)}."
         ) from exc
-    if not isinstance(expr, sp.Expr):
+    if not isinstance(expr, sp.Expr) or getattr(expr, "is_Matrix", False):
         raise DynamicsError(
-            f"`loss` must be a scalar SymPy expression, got {type(expr).__name__}."
+            f"`loss` must be a scalar SymPy expression, got {type(expr).__name__}; the loss "
+            "is applied to each sample's z(t_i) and summed, so write it as one expression."
         )
     unknown = sorted(expr.free_symbols - set(dynamics.state), key=str)
     if unknown:
