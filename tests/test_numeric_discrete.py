@@ -1,0 +1,124 @@
+"""The discrete adjoint: the exact derivative of the solver's discrete map (MATH.md,
+"Discrete adjoint"), checked against complex step and finite differences on the same
+(frozen) step grid, and its convergence to the continuous gradient at the method's order."""
+
+from __future__ import annotations
+
+import numpy as np
+import problems
+import pytest
+from helpers import (
+    FINITE_DIFFERENCE,
+    ROUNDING,
+    assert_gradients_close,
+    relative_error,
+)
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import numeric
+
+#: Few steps (so a wrong stage coefficient is not hidden by a tiny h), a different count per
+#: solver, and dopri5 at a loose rtol so its frozen grid has few, uneven steps.
+SOLVERS = [
+    pytest.param({"solver": "euler", "steps": 7}, id="euler-7"),
+    pytest.param({"solver": "midpoint", "steps": 6}, id="midpoint-6"),
+    pytest.param({"solver": "rk4", "steps": 5}, id="rk4-5"),
+    pytest.param({"solver": "dopri5", "rtol": 1e-5, "atol": 1e-7}, id="dopri5-rtol1e-5"),
+]
+
+PROBLEMS = [
+    pytest.param(problems.time_dependent_nonlinear, id="sin_sqrt_t"),
+    pytest.param(lambda: problems.builtin_problem("forced_oscillator"), id="forced_oscillator"),
+]
+
+
+def run(problem, method, **options):
+    return numeric.gradient(
+        problem.dynamics, problem.z0, problem.theta, problem.times,
+        loss=problem.loss, method=method, **options,
+    )
+
+
+@pytest.mark.parametrize("options", SOLVERS)
+@pytest.mark.parametrize("make_problem", PROBLEMS)
+def test_discrete_adjoint_equals_complex_step(make_problem, options):
+    problem = make_problem()
+    assert problem.z0.shape[0] >= 2 and len(problem.times) >= 4, "batch and 3+ observations"
+    reference = run(problem, "complex_step", **options)
+    g = run(problem, "discrete_adjoint", **options)
+    assert g.info["grid_steps"] == reference.info["grid_steps"]
+    assert g.info["frozen_grid"] == (options["solver"] == "dopri5")
+    assert_gradients_close(g, reference, ROUNDING)
+    assert relative_error(g.loss, reference.loss) <= ROUNDING
+
+
+@pytest.mark.parametrize("options", SOLVERS)
+@pytest.mark.parametrize("make_problem", PROBLEMS)
+def test_finite_difference_equals_complex_step(make_problem, options):
+    problem = make_problem()
+    reference = run(problem, "complex_step", **options)
+    g = run(problem, "finite_difference", **options)
+    assert_gradients_close(g, reference, FINITE_DIFFERENCE)
+
+
+@pytest.mark.parametrize(
+    ("solver", "order"),
+    [
+        pytest.param("euler", 1, id="euler"),
+        pytest.param("midpoint", 2, id="midpoint"),
+        pytest.param("rk4", 4, id="rk4"),
+    ],
+)
+@pytest.mark.parametrize("block", ["z0", "theta", "times"])
+def test_discrete_adjoint_converges_at_method_order(solver, order, block):
+    """The discrete gradient approaches the exact continuous one like h**order: the slope
+    of log(error) against log(h) over steps 4, 8, 16, 32 is within 0.3 of the order."""
+    problem = problems.seed_linear()
+    ref = run(problem, "exact")
+    steps = np.array([4, 8, 16, 32])
+    errors = [
+        relative_error(getattr(run(problem, "discrete_adjoint", solver=solver, steps=int(s)),
+                               block),
+                       getattr(ref, block))
+        for s in steps
+    ]
+    h = np.min(np.diff(problem.times)) / steps
+    slope = np.polyfit(np.log(h), np.log(errors), 1)[0]
+    assert abs(slope - order) <= 0.3, f"observed order {slope:.2f}, errors {errors}"
+
+
+def _stable(w: np.ndarray) -> np.ndarray:
+    """Shift ``W`` so every eigenvalue has real part <= 0.5: the solution grows at most like
+    e^{t/2}, so on spans of a few units the problem is well posed."""
+    top = float(np.max(np.linalg.eigvals(w).real))
+    return w - max(0.0, top - 0.5) * np.eye(len(w))
+
+
+@st.composite
+def linear_problems(draw):
+    n = draw(st.integers(1, 3))
+    batch = draw(st.integers(1, 2))
+    values = st.floats(-2.0, 2.0, allow_subnormal=False)
+    w = _stable(draw(hnp.arrays(float, (n, n), elements=values)))
+    z0 = draw(hnp.arrays(float, (batch, n), elements=values))
+    t0 = draw(st.floats(-1.0, 1.0, allow_subnormal=False))
+    gaps = draw(st.lists(st.floats(0.1, 1.0), min_size=1, max_size=3))
+    times = t0 + np.concatenate([[0.0], np.cumsum(gaps)])
+    steps = draw(st.integers(2, 6))
+    dynamics, loss = problems.linear_dynamics(n)
+    problem = problems.Problem(dynamics, loss, z0, w.reshape(-1), times, name=f"linear_n{n}")
+    return problem, steps
+
+
+@settings(max_examples=15)
+@given(linear_problems())
+def test_discrete_adjoint_equals_complex_step_on_random_linear_systems(case):
+    problem, steps = case
+    note(f"W = {problem.theta.reshape(problem.dynamics.n, -1).tolist()}")
+    note(f"eigenvalues = {np.linalg.eigvals(problem.theta.reshape(problem.dynamics.n, -1))}")
+    note(f"z0 = {problem.z0.tolist()}, times = {problem.times.tolist()}, steps = {steps}")
+    reference = run(problem, "complex_step", solver="rk4", steps=steps)
+    g = run(problem, "discrete_adjoint", solver="rk4", steps=steps)
+    assert_gradients_close(g, reference, ROUNDING)
