@@ -1,18 +1,23 @@
-"""The ``adjoint-verify`` command line: demo, list, audit."""
+"""The ``adjoint-verify`` command line: demo, list, audit, reference, check, convergence."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from numeric import TABLEAUS, InputError
+from numeric import METHODS, TABLEAUS, InputError
 from symbolic import DynamicsError
 
 from ._audit import audit_problem
+from ._audit_gradient import DEFAULT_GRADIENT_RTOL
 from ._convergence import convergence_study
 from ._problems import BUILTIN_PROBLEMS, DEMO_PROBLEMS, builtin_problem
+from ._reference_file import check_against_reference, load_reference, write_reference
 from ._report import Report
 
 __all__ = ["main"]
@@ -42,6 +47,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--format", choices=("table", "markdown", "json"), default=None,
+                        help="report format (default table; markdown for issue trackers)")
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    if args.json and args.format not in (None, "json"):
+        raise UsageError(f"--json and --format {args.format} contradict each other; give one")
+    return "json" if args.json else (args.format or "table")
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(
         prog="adjoint-verify",
@@ -50,22 +67,80 @@ def _build_parser() -> _Parser:
     )
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     demo = sub.add_parser("demo", help="audit the built-in problems and print the report")
-    demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_output(demo)
     sub.add_parser("list", help="name the built-in problems")
     one = sub.add_parser("audit", help="audit one built-in problem")
     one.add_argument("--problem", required=True, help="a name from `adjoint-verify list`")
-    one.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_output(one)
     one.add_argument("--solver", default="dopri5", choices=list(TABLEAUS),
                      help="solver under audit (default dopri5)")
     one.add_argument("--rtol", type=_positive_float, help="dopri5 rtol (default 1e-10)")
     one.add_argument("--atol", type=_positive_float, help="dopri5 atol (default 1e-12)")
     one.add_argument("--steps", type=int, help="steps per interval for fixed-step solvers")
+    ref = sub.add_parser("reference", help="write a built-in problem's reference gradient "
+                         "to a JSON file")
+    ref.add_argument("--problem", required=True, help="a name from `adjoint-verify list`")
+    ref.add_argument("--out", required=True, help="the file to write")
+    ref.add_argument("--digits", type=int, default=30,
+                     help="digits of the high-precision reference (default 30)")
+    check = sub.add_parser("check", help="audit a gradient implementation against a "
+                           "reference file")
+    check.add_argument("file", help="a file written by `adjoint-verify reference`")
+    check.add_argument("--impl", required=True, metavar="MODULE:FUNCTION",
+                       help="the implementation: an importable module or a .py file, and the "
+                       "function grad(z0, theta, times) -> (dz0, dtheta[, dtimes])")
+    check.add_argument("--rtol", type=_positive_float, default=DEFAULT_GRADIENT_RTOL,
+                       help=f"tolerance per block, relative (default {DEFAULT_GRADIENT_RTOL:g})")
+    _add_output(check)
+    conv = sub.add_parser("convergence", help="observed order of a method on a built-in "
+                          "problem, optionally plotted")
+    conv.add_argument("--problem", required=True, help="a name from `adjoint-verify list`")
+    conv.add_argument("--method", default="discrete_adjoint", choices=list(METHODS))
+    conv.add_argument("--solver", default="rk4", choices=list(TABLEAUS))
+    conv.add_argument("--plot", metavar="PNG", help="write an error-vs-step log-log plot "
+                      "(needs the plot extra: pip install 'adjoint-verify[plot]')")
+    conv.add_argument("--json", action="store_true", help="print the study as JSON")
     return parser
 
 
-def _print_report(report: Report, as_json: bool) -> int:
-    print(report.to_json() if as_json else report.format())
+def _print_report(report: Report, fmt: str) -> int:
+    text = {"json": report.to_json, "markdown": report.to_markdown, "table": report.format}
+    print(text[fmt]())
     return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+def _problem(name: str):
+    if name not in BUILTIN_PROBLEMS:
+        raise UsageError(
+            f"unknown problem {name!r}; choose one of {', '.join(BUILTIN_PROBLEMS)}"
+        )
+    return builtin_problem(name)
+
+
+def _load_implementation(spec: str):
+    """``MODULE:FUNCTION`` where MODULE is importable (the current folder included) or a
+    path to a .py file."""
+    module_name, sep, function = spec.rpartition(":")
+    if not sep or not module_name or not function:
+        raise UsageError(f"--impl must be MODULE:FUNCTION, got {spec!r}")
+    try:
+        if module_name.endswith(".py") or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise UsageError(f"--impl: no such file {module_name!r}")
+            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"--impl: cannot import {module_name!r}: {exc}") from None
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise UsageError(f"--impl: module {module_name!r} has no function {function!r}")
+    return fn
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -87,13 +162,14 @@ def _run(args: argparse.Namespace) -> int:
             for solver, steps in DEMO_CONVERGENCE
         ]
         passed = report.passed and all(study.passed for study in studies)
-        if args.json:
+        fmt = _output_format(args)
+        if fmt == "json":
             data = report.to_dict()
             data["convergence"] = [study.to_dict() for study in studies]
             data["passed"] = passed
             print(json.dumps(data, indent=2))
         else:
-            print(report.format())
+            print(report.format() if fmt == "table" else report.to_markdown())
             print("\nObserved order of the discrete adjoint toward the exact gradient "
                   "(seed problem):")
             for study in studies:
@@ -101,17 +177,44 @@ def _run(args: argparse.Namespace) -> int:
             print("\nSee a wrong gradient caught: adjoint-verify audit --problem contracting")
         return EXIT_PASS if passed else EXIT_FAIL
     if args.command == "audit":
-        if args.problem not in BUILTIN_PROBLEMS:
-            raise UsageError(
-                f"unknown problem {args.problem!r}; choose one of {', '.join(BUILTIN_PROBLEMS)}"
-            )
+        fmt = _output_format(args)
+        problem = _problem(args.problem)
         if args.steps is not None and args.steps < 1:
             raise UsageError(f"--steps must be a positive integer, got {args.steps}")
-        report = audit_problem(
-            builtin_problem(args.problem), solver=args.solver, rtol=args.rtol, atol=args.atol,
-            steps=args.steps,
-        )
-        return _print_report(report, args.json)
+        report = audit_problem(problem, solver=args.solver, rtol=args.rtol, atol=args.atol,
+                               steps=args.steps)
+        return _print_report(report, fmt)
+    if args.command == "reference":
+        problem = _problem(args.problem)
+        if args.digits < 16:
+            raise UsageError(f"--digits must be at least 16, got {args.digits}")
+        document = write_reference(problem, args.out, digits=args.digits)
+        ref = document["reference"]
+        print(f"wrote {args.out}: {problem.name}, reference {ref['method']} "
+              f"(error <= {ref['error_estimate']:.0e}, {ref['digits']} digits), "
+              f"sha256 {document['sha256'][:16]}...")
+        return EXIT_PASS
+    if args.command == "check":
+        fmt = _output_format(args)
+        loaded = load_reference(args.file)
+        fn = _load_implementation(args.impl)
+        report = check_against_reference(loaded, fn, rtol=args.rtol, name=args.impl)
+        return _print_report(report, fmt)
+    if args.command == "convergence":
+        problem = _problem(args.problem)
+        study = convergence_study(problem.dynamics, problem.z0, problem.theta, problem.times,
+                                  loss=problem.loss, method=args.method, solver=args.solver)
+        print(json.dumps(study.to_dict(), indent=2) if args.json else study)
+        if args.plot:
+            try:
+                study.plot(args.plot)
+            except ModuleNotFoundError:
+                raise UsageError(
+                    "--plot needs matplotlib: pip install 'adjoint-verify[plot]'"
+                ) from None
+            if not args.json:
+                print(f"wrote {args.plot}")
+        return EXIT_PASS if study.passed else EXIT_FAIL
     raise UsageError("give a command: demo, list or audit (see adjoint-verify --help)")
 
 
@@ -124,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"adjoint-verify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (InputError, DynamicsError) as exc:
+    except (InputError, DynamicsError, OSError) as exc:
         print(f"adjoint-verify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

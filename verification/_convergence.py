@@ -92,6 +92,37 @@ class ConvergenceStudy:
             "passed": self.passed,
         }
 
+    def plot(self, path: str) -> None:
+        """Draw the errors against the step size (or rtol) on log-log axes to a PNG.
+
+        Needs matplotlib (``pip install 'adjoint-verify[plot]'``); a reference line of the
+        expected slope passes through the last point used in the fit.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+        x = self.step_sizes
+        for block, marker in zip(BLOCKS, ("o", "s", "^"), strict=True):
+            ax.loglog(x, self.errors[block], marker=marker, label=f"{block} block")
+        if np.any(self.used):
+            anchor = np.flatnonzero(self.used)[-1]
+            y0 = self.max_errors()[anchor]
+            guide = y0 * (x / x[anchor]) ** self.expected_order
+            ax.loglog(x, guide, "k--", linewidth=1,
+                      label=f"slope {self.expected_order:g} (expected)")
+        ax.set_xlabel("step size h" if self.parameter == "steps" else "rtol")
+        ax.set_ylabel("relative error")
+        ax.set_title(f"{self.method} on {self.solver} vs {self.reference}\n"
+                     f"observed order {self.observed_order:.2f}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
     def __str__(self) -> str:
         fixed = self.parameter == "steps"
         lines = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,7 @@ def diagnose(
     method: str,
     info: Mapping[str, Any] | None = None,
     batch: int = 1,
-    alternatives: Mapping[str, NDArray] | None = None,
+    alternatives: Sequence[tuple[str, NDArray]] = (),
     span_note: str = "",
 ) -> str:
     """One sentence on how ``value`` differs from ``reference``.
@@ -57,8 +57,8 @@ def diagnose(
     Recognised: non-finite values; an all-zero block; some entries zero; an opposite
     sign; the ``t_0`` entry alone with the wrong sign; a transposed square parameter
     matrix; a constant scale (naming the batch size when it is ``1/B`` or ``B``: a mean
-    instead of a sum); agreement with a known wrong answer in ``alternatives`` (sentence ->
-    array, e.g. the gradient of a loss on the last observation only); otherwise the entry
+    instead of a sum); agreement with a known wrong answer in ``alternatives`` ((sentence,
+    array) pairs, e.g. the gradient of a loss on the last observation only); otherwise the entry
     that differs most, with ``span_note`` (how the error grows with the time span) when
     nothing more specific explains the difference. For the backsolve adjoint the
     reconstruction error of ``z`` it saw is added.
@@ -72,7 +72,7 @@ def diagnose(
         flipped_t0[0] = -flipped_t0[0]
     zero_entries = np.flatnonzero((value == 0) & (reference != 0))
     matched = [
-        sentence for sentence, candidate in (alternatives or {}).items()
+        sentence for sentence, candidate in alternatives
         if _close(value, np.asarray(candidate, dtype=float).ravel())
     ]
     transposed = _transposed(value, reference) if block == "theta" else None

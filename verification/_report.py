@@ -150,6 +150,39 @@ class Report:
         )
         return "\n".join(lines)
 
+    def to_markdown(self) -> str:
+        """The report as GitHub-flavoured Markdown, for pasting into an issue tracker."""
+        verdict = "PASS" if self.passed else "FAIL"
+        lines = [f"**adjoint-verify: {verdict}** ({len(self.rows) - len(self.failures)} of "
+                 f"{len(self.rows)} checks passed)", ""]
+        names = [p.name for p in self.problems] or sorted({r.problem for r in self.rows})
+        by_name = {p.name: p for p in self.problems}
+        for name in names:
+            summary = by_name.get(name)
+            lines.append(f"### {name}")
+            if summary is not None:
+                lines.append(f"{summary.description}  ")
+                lines.append(f"{summary.shape}; solver {summary.solver}; reference: "
+                             f"{summary.reference}")
+            lines.append("")
+            lines.append("| method | block | vs reference | error | tolerance | verdict | "
+                         "diagnosis |")
+            lines.append("| --- | --- | --- | ---: | ---: | --- | --- |")
+            rows = sorted((r for r in self.rows if r.problem == name), key=lambda r: r.passed)
+            for r in rows:
+                diagnosis = r.diagnosis.replace("|", "\\|")
+                lines.append(
+                    f"| {r.method} | {r.block} | {r.reference} | {_format_error(r.error)} | "
+                    f"{r.tolerance:.0e} | {'pass' if r.passed else '**FAIL**'} | {diagnosis} |"
+                )
+            skipped = [s for s in self.skipped if s.problem == name]
+            if skipped:
+                lines.append("")
+                for skip in skipped:
+                    lines.append(f"- not applicable: `{skip.method}`: {skip.reason}")
+            lines.append("")
+        return "\n".join(lines)
+
     def _format_problem(self, name: str, summary: ProblemSummary | None) -> list[str]:
         rows = [r for r in self.rows if r.problem == name]
         lines = []
@@ -169,9 +202,11 @@ class Report:
         ordered = sorted(
             groups.items(), key=lambda item: all(r.passed for r in item[1])
         )  # failures first, stable otherwise
+        method_width = max([21, *(len(m) for m, _ in groups)])
+        ref_width = max([26, *(len(r) for _, r in groups)])
         header = (
-            f"   {'method':<21} {'vs reference':<26} {'z0':>7} {'theta':>7} {'times':>7}"
-            f" {'tol':>7}  {'verdict':<7} kind"
+            f"   {'method':<{method_width}} {'vs reference':<{ref_width}} {'z0':>7} "
+            f"{'theta':>7} {'times':>7} {'tol':>7}  {'verdict':<7} kind"
         )
         lines.append(header)
         lines.append("   " + "-" * (len(header) - 3))
@@ -185,16 +220,17 @@ class Report:
                 )
             tolerance = max(r.tolerance for r in group)
             passed = all(r.passed for r in group)
+            kind = _KIND_SHORT.get(group[0].reference_kind, group[0].reference_kind)
             lines.append(
-                f"   {method:<21} {reference:<26} {' '.join(cells)} {tolerance:>7.0e}  "
-                f"{'pass' if passed else 'FAIL':<7} "
-                f"{_KIND_SHORT.get(group[0].reference_kind, group[0].reference_kind)}"
+                f"   {method:<{method_width}} {reference:<{ref_width}} {' '.join(cells)} "
+                f"{tolerance:>7.0e}  {'pass' if passed else 'FAIL':<7} {kind}"
             )
-            seen = set()
+            by_diagnosis: dict[str, list[str]] = {}
             for row in group:
-                if not row.passed and row.diagnosis and row.diagnosis not in seen:
-                    seen.add(row.diagnosis)
-                    lines.append(f"      ! {row.block}: {row.diagnosis}")
+                if not row.passed and row.diagnosis:
+                    by_diagnosis.setdefault(row.diagnosis, []).append(row.block)
+            for diagnosis, blocks in by_diagnosis.items():
+                lines.append(f"      ! {', '.join(blocks)}: {diagnosis}")
         for skip in self.skipped:
             if skip.problem == name:
                 lines.append(f"   (not applicable: {skip.method}: {skip.reason})")

@@ -1,0 +1,253 @@
+"""Reference results as files: a problem and its gradient, to the digits they are good for.
+
+A reference file is JSON with the dynamics (SymPy strings that ``sympy.sympify`` reads
+back), the loss, the inputs, every gradient block as decimal strings, the reference method
+and its error estimate, the versions that made it, and a sha256 of the content so that a
+changed digit is detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sympy as sp
+
+from numeric import Gradient, InputError
+from numeric._checks import check_compiled, check_state, check_theta, check_times
+from symbolic import Dynamics
+
+from ._audit_gradient import (
+    DEFAULT_GRADIENT_RTOL,
+    REFERENCE_MARGIN,
+    AuditContext,
+    ReferenceGradient,
+    best_reference,
+    call_implementation,
+    compare_to_reference,
+)
+from ._problems import Problem
+from ._report import BLOCKS, ProblemSummary, Report
+
+__all__ = [
+    "FORMAT",
+    "ReferenceFileError",
+    "check_against_reference",
+    "load_reference",
+    "reference_document",
+    "write_reference",
+]
+
+FORMAT = "adjoint-verify-reference"
+FORMAT_VERSION = 1
+#: Significant digits written for the inputs: float64 round-trips through 17.
+INPUT_DIGITS = 17
+
+
+class ReferenceFileError(InputError):
+    """A reference file that is unreadable, truncated, tampered with or malformed."""
+
+
+def _decimal(x: Any, digits: int) -> str:
+    return f"{float(x):.{max(digits, 1) - 1}e}" if not isinstance(x, str) else x
+
+
+def _decimals(array, digits: int):
+    return np.vectorize(lambda x: _decimal(x, digits), otypes=[object])(
+        np.asarray(array, dtype=object if np.asarray(array).dtype == object else float)
+    ).tolist()
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("adjoint-verify", "sympy", "numpy", "scipy", "mpmath"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def _checksum(document: dict) -> str:
+    body = {k: v for k, v in document.items() if k != "sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _good_digits(error: float) -> int:
+    """Significant digits a relative error of ``error`` leaves."""
+    return max(1, min(40, math.floor(-math.log10(max(error, 1e-40)))))
+
+
+def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
+    """The reference file's content for ``problem`` (see the module docstring)."""
+    dyn = problem.dynamics
+    compiled = check_compiled(dyn, problem.loss)
+    z0, _ = check_state(problem.z0, dyn.n)
+    theta = check_theta(problem.theta, dyn.p)
+    times = check_times(problem.times)
+    reference = best_reference(compiled, z0, theta, times, digits=digits)
+    good = _good_digits(reference.error)
+    g = reference.gradient
+    decimal = g.info.get("decimal") or {}
+    gradient = {
+        block: _decimals(decimal[block], good) if block in decimal
+        else _decimals(getattr(g, block), min(good, INPUT_DIGITS))
+        for block in BLOCKS
+    }
+    gradient["loss"] = _decimal(decimal.get("loss", g.loss), min(good, INPUT_DIGITS)
+                                if "loss" not in decimal else good)
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "problem": problem.name,
+        "description": problem.description,
+        "dynamics": {
+            "rhs": [str(e) for e in dyn.rhs],
+            "state": [str(s) for s in dyn.state],
+            "params": [str(s) for s in dyn.params],
+            "time": None if dyn.time is None else str(dyn.time),
+        },
+        "loss": str(problem.loss),
+        "z0": _decimals(z0, INPUT_DIGITS),
+        "theta": _decimals(theta, INPUT_DIGITS),
+        "times": _decimals(times, INPUT_DIGITS),
+        "gradient": gradient,
+        "reference": {
+            "method": reference.label,
+            "error_estimate": reference.error,
+            "digits": min(good, INPUT_DIGITS) if not decimal else good,
+        },
+        "versions": _versions(),
+    }
+    document["sha256"] = _checksum(document)
+    return document
+
+
+def write_reference(problem: Problem, path: str | Path, *, digits: int = 30) -> dict:
+    """Write the reference file of ``problem`` to ``path``; returns the document."""
+    document = reference_document(problem, digits=digits)
+    Path(path).write_text(json.dumps(document, indent=1) + "\n")
+    return document
+
+
+@dataclass(frozen=True)
+class LoadedReference:
+    """A verified reference file: the problem it describes and its gradient."""
+
+    problem: Problem
+    reference: ReferenceGradient
+    document: dict
+
+
+def _require(document: dict, key: str, kind: type, path: str):
+    if key not in document or not isinstance(document[key], kind):
+        raise ReferenceFileError(
+            f"reference file {path} has no valid `{key}` entry; it is not an adjoint-verify "
+            "reference file or was edited by hand. Write it again with "
+            "`adjoint-verify reference`."
+        )
+    return document[key]
+
+
+def load_reference(path: str | Path) -> LoadedReference:
+    """Read, verify (format, checksum) and rebuild a reference file.
+
+    Raises
+    ------
+    ReferenceFileError
+        The file is missing, truncated, not JSON, of another format, or its content does
+        not match its sha256 (a changed digit included).
+    """
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ReferenceFileError(f"cannot read reference file {path}: {exc.strerror}.") from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReferenceFileError(
+            f"reference file {path} is not valid JSON ({exc.msg} at line {exc.lineno}); it "
+            "is truncated or damaged. Write it again with `adjoint-verify reference`."
+        ) from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ReferenceFileError(f"{path} is not an adjoint-verify reference file "
+                                 f"(no \"format\": \"{FORMAT}\").")
+    stored = _require(document, "sha256", str, path)
+    if _checksum(document) != stored:
+        raise ReferenceFileError(
+            f"reference file {path} fails its checksum: its content was changed after it was "
+            "written (sha256 differs). Do not edit reference files; write them again."
+        )
+    dyn_doc = _require(document, "dynamics", dict, path)
+    names = [*dyn_doc["state"], *dyn_doc["params"]]
+    if dyn_doc.get("time"):
+        names.append(dyn_doc["time"])
+    symbols = {name: sp.Symbol(name) for name in names}
+    rhs = [sp.sympify(e, locals=symbols) for e in dyn_doc["rhs"]]
+    dynamics = Dynamics(
+        rhs=rhs,
+        state=[symbols[s] for s in dyn_doc["state"]],
+        params=[symbols[s] for s in dyn_doc["params"]],
+        time=symbols[dyn_doc["time"]] if dyn_doc.get("time") else None,
+    )
+    loss = sp.sympify(_require(document, "loss", str, path), locals=symbols)
+    problem = Problem(
+        dynamics=dynamics,
+        loss=loss,
+        z0=np.array(document["z0"], dtype=float),
+        theta=np.array(document["theta"], dtype=float),
+        times=np.array(document["times"], dtype=float),
+        name=str(document.get("problem", "reference")),
+        description=str(document.get("description", "")),
+    )
+    grad_doc = _require(document, "gradient", dict, path)
+    ref_doc = _require(document, "reference", dict, path)
+    gradient = Gradient(
+        loss=float(grad_doc["loss"]),
+        z0=np.array(grad_doc["z0"], dtype=float),
+        theta=np.array(grad_doc["theta"], dtype=float),
+        times=np.array(grad_doc["times"], dtype=float),
+        method=str(ref_doc["method"]),
+    )
+    reference = ReferenceGradient(gradient, str(ref_doc["method"]),
+                                  float(ref_doc["error_estimate"]))
+    return LoadedReference(problem, reference, document)
+
+
+def check_against_reference(
+    loaded: LoadedReference, grad_fn, *, rtol: float = DEFAULT_GRADIENT_RTOL,
+    name: str | None = None,
+) -> Report:
+    """Audit ``grad_fn`` against a loaded reference file, blockwise (like
+    :func:`verification.audit_gradient`, with the file's gradient as the reference)."""
+    problem, reference = loaded.problem, loaded.reference
+    if rtol < REFERENCE_MARGIN * reference.error:
+        raise InputError(f"`rtol` = {rtol:g} is below what the reference file can certify "
+                         f"(error {reference.error:.0e}).")
+    label = name or getattr(grad_fn, "__name__", "implementation")
+    expected = {"z0": problem.z0.shape, "theta": problem.theta.shape,
+                "times": problem.times.shape}
+    blocks = call_implementation(grad_fn, problem.z0, problem.theta, problem.times, expected)
+    report = Report()
+    compiled = check_compiled(problem.dynamics, problem.loss)
+    context = AuditContext(compiled, grad_fn, problem.z0, problem.theta, problem.times,
+                           single=False, digits=30)
+    compare_to_reference(report, blocks, reference, rtol, label, context=context)
+    report.problems.append(ProblemSummary(
+        name=label,
+        description=f"checked against the reference file of {problem.name!r}",
+        shape=f"n={problem.dynamics.n} states, p={problem.dynamics.p} parameters, "
+              f"batch B={problem.z0.shape[0]}, N={len(problem.times) - 1} observations",
+        solver="(the implementation's own)",
+        reference=f"{reference.label} from file (relative error <= {reference.error:.0e})",
+    ))
+    return report
