@@ -137,7 +137,10 @@ def compute_gradient(
             "complex_step": complex_step_gradient,
             "finite_difference": finite_difference_gradient,
         }[method]
-        loss, g_z0, g_theta, g_times = runner(compiled, z0, theta, times, grid, options.tableau)
+        result = runner(compiled, z0, theta, times, grid, options.tableau)
+        loss, g_z0, g_theta, g_times = result[:4]
+        if method == "finite_difference":
+            info["error_estimate"] = MappingProxyType(result[4])
         info.update(grid_steps=grid.steps, frozen_grid=options.tableau.adaptive)
     elif method == "exact":
         loss, g_z0, g_theta, g_times = exact_gradient(compiled, z0, theta, times)

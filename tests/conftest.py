@@ -15,3 +15,5 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.register_profile("long", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+pytest_plugins = ["pytester"]

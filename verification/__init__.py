@@ -1,5 +1,7 @@
 """Verification layer of adjoint-verify: audits, reports, problems and the CLI."""
 
+from ._assertions import GradientMismatch as GradientMismatch
+from ._assertions import assert_gradient_correct as assert_gradient_correct
 from ._audit import audit as audit
 from ._audit import audit_problem as audit_problem
 from ._audit_gradient import DEFAULT_GRADIENT_RTOL as DEFAULT_GRADIENT_RTOL
@@ -23,10 +25,12 @@ __all__ = [
     "FINITE_DIFFERENCE",
     "ROUNDING",
     "ConvergenceStudy",
+    "GradientMismatch",
     "GradientShapeError",
     "Problem",
     "Report",
     "Row",
+    "assert_gradient_correct",
     "audit",
     "audit_gradient",
     "audit_problem",

@@ -25,6 +25,7 @@ from ._problems import Problem
 from ._report import BLOCKS, REFERENCE_KINDS, ProblemSummary, Report, Row, Skipped
 from ._tolerances import (
     FINITE_DIFFERENCE,
+    FLOOR_FRACTION,
     ROUNDING,
     block_error,
     solver_tolerance,
@@ -46,6 +47,10 @@ FALLBACK_ATOL = 1e-15
 #: `steps` and `2 steps` (methods of the same order share the leading error term within a
 #: small factor).
 ORDER_SAFETY = 10.0
+#: A finite-difference block may deviate by this multiple of its own error estimate: the
+#: step-doubling estimate of the truncation error is asymptotically exact, the rounding
+#: bound is a worst case, so a factor 10 covers both without hiding a real disagreement.
+FD_SAFETY = 10.0
 
 
 @dataclass
@@ -145,9 +150,14 @@ def audit(
     scale = _gradient_scale(reference.gradient) if reference else 1.0
     B = z0_2d.shape[0]
 
-    def compare(method: str, ref_name: str, ref: Gradient, tolerance: float, kind: str):
+    def compare(method: str, ref_name: str, ref: Gradient, tolerance, kind: str):
+        """Rows of ``method`` against ``ref``; ``tolerance`` is a float or a per-block
+        callable ``tolerance(block, g)``."""
         g = results.get(method)
+        base_tolerance = tolerance
         for block in BLOCKS:
+            if callable(base_tolerance):
+                tolerance = base_tolerance(block, g, ref) if g is not None else 0.0
             if g is None:
                 exc = errors[method]
                 report.rows.append(Row(
@@ -184,11 +194,13 @@ def audit(
             compare("discrete_adjoint", "complex_step", discrete_ref, ROUNDING,
                     REFERENCE_KINDS["discrete"])
         if "finite_difference" in wanted:
-            compare("finite_difference", "complex_step", discrete_ref, FINITE_DIFFERENCE,
-                    REFERENCE_KINDS["discrete"])
+            compare("finite_difference", "complex_step", discrete_ref,
+                    _finite_difference_tolerance(scale), REFERENCE_KINDS["discrete"])
     elif "discrete_adjoint" in results and "finite_difference" in results:
-        compare("discrete_adjoint", "finite_difference", results["finite_difference"],
-                FINITE_DIFFERENCE, REFERENCE_KINDS["finite_difference"])
+        fd = results["finite_difference"]
+        compare("discrete_adjoint", "finite_difference", fd,
+                lambda block, g, ref: _finite_difference_tolerance(scale)(block, ref, g),
+                REFERENCE_KINDS["finite_difference"])
 
     for method, exc in errors.items():
         if not any(r.method == method for r in report.rows):
@@ -211,6 +223,22 @@ def audit(
         ),
     ))
     return report
+
+
+def _finite_difference_tolerance(scale: float):
+    """Per-block tolerance of a finite-difference gradient: ``FINITE_DIFFERENCE``, or
+    ``FD_SAFETY`` times the method's own error estimate (truncation from step doubling plus
+    rounding, MATH.md) relative to the block, whichever is larger: a block the differences
+    cannot resolve (a nearly zero gradient, a loss much larger than its gradient) gets the
+    tolerance the differences can deliver."""
+
+    def tolerance(block: str, fd: Gradient, ref: Gradient) -> float:
+        estimate = fd.info.get("error_estimate", {}).get(block, 0.0)
+        denominator = max(float(np.linalg.norm(getattr(ref, block))), FLOOR_FRACTION * scale,
+                          np.finfo(float).tiny)
+        return max(FINITE_DIFFERENCE, FD_SAFETY * estimate / denominator)
+
+    return tolerance
 
 
 def _continuous_reference(compiled, z0, theta, times, results, options, report, name):

@@ -1,0 +1,127 @@
+"""The pytest plugin: the README's example file, and a failing gradient shown with its
+diagnosis."""
+
+import pathlib
+import re
+
+import pytest
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+WRONG_AND_RIGHT = '''
+import numpy as np
+import pytest
+from verification import builtin_problem
+from numeric import gradient
+
+PROBLEM = builtin_problem("linear")
+
+
+def right(z0, theta, times):
+    g = gradient(PROBLEM.dynamics, z0, theta, times, loss=PROBLEM.loss, method="exact")
+    return g.z0, g.theta, g.times
+
+
+def wrong(z0, theta, times):  # ascends: the sign of every block flipped
+    dz0, dtheta, dtimes = right(z0, theta, times)
+    return -dz0, -dtheta, -dtimes
+
+
+def noisy(z0, theta, times):
+    dz0, dtheta, dtimes = right(z0, theta, times)
+    return dz0 * (1 + 1e-4), dtheta, dtimes
+
+
+def test_right(assert_gradient_correct):
+    assert_gradient_correct(right, PROBLEM)
+
+
+def test_wrong(assert_gradient_correct):
+    assert_gradient_correct(wrong, PROBLEM)
+'''
+
+
+def _readme_example() -> str:
+    text = README.read_text()
+    section = text.split("## Testing your own Neural ODE", 1)[1]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+
+
+def test_readme_example_file_passes(pytester):
+    pytester.makepyfile(test_my_neural_ode=_readme_example())
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_one_pass_one_failure_with_the_diagnosis(pytester):
+    pytester.makepyfile(test_grads=WRONG_AND_RIGHT)
+    result = pytester.runpytest("-q")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*the gradient is wrong*",
+        "*opposite sign: the gradient is the negative of the reference*",
+    ])
+
+
+def test_marker_sets_the_tolerance(pytester):
+    pytester.makepyfile(test_grads=WRONG_AND_RIGHT + '''
+
+def test_noisy_default(assert_gradient_correct):
+    assert_gradient_correct(noisy, PROBLEM)
+
+
+@pytest.mark.adjoint_verify(rtol=1e-3)
+def test_noisy_loose(assert_gradient_correct):
+    assert_gradient_correct(noisy, PROBLEM)
+''')
+    result = pytester.runpytest("-q", "-k", "noisy")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*FAILED*test_noisy_default*"])
+
+
+def test_command_line_option_sets_the_tolerance(pytester):
+    pytester.makepyfile(test_grads=WRONG_AND_RIGHT)
+    result = pytester.runpytest("-q", "-k", "right", "--adjoint-verify-rtol", "1e-3")
+    result.assert_outcomes(passed=1)
+
+
+def test_discrete_reference_from_marker(pytester):
+    pytester.makepyfile(test_rk4='''
+import pytest
+from numeric import gradient
+from verification import builtin_problem
+
+PROBLEM = builtin_problem("tanh")
+
+
+def rk4_backprop(z0, theta, times):
+    g = gradient(PROBLEM.dynamics, z0, theta, times, loss=PROBLEM.loss,
+                 method="discrete_adjoint", solver="rk4", steps=5)
+    return g.z0, g.theta, g.times
+
+
+@pytest.mark.adjoint_verify(reference="discrete", solver="rk4", steps=5, rtol=1e-11)
+def test_matches_its_solver_exactly(assert_gradient_correct):
+    assert_gradient_correct(rk4_backprop, PROBLEM)
+
+
+@pytest.mark.adjoint_verify(rtol=1e-11)
+def test_is_not_the_continuous_gradient_to_rounding(assert_gradient_correct):
+    assert_gradient_correct(rk4_backprop, PROBLEM)
+''')
+    result = pytester.runpytest("-q")
+    result.assert_outcomes(passed=1, failed=1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(["--adjoint-verify-reference", "nope"], "invalid choice", id="reference"),
+        pytest.param(["--adjoint-verify-rtol", "x"], "invalid float value", id="rtol"),
+    ],
+)
+def test_bad_options_are_usage_errors(pytester, argv, message):
+    pytester.makepyfile(test_x="def test_x():\n    assert True\n")
+    result = pytester.runpytest(*argv)
+    assert result.ret != 0
+    result.stderr.fnmatch_lines([f"*{message}*"])

@@ -1,0 +1,64 @@
+"""``assert_gradient_correct``: an audit as a test assertion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._audit_gradient import DEFAULT_GRADIENT_RTOL, audit_gradient
+from ._problems import Problem
+from ._report import Report
+
+__all__ = ["GradientMismatch", "assert_gradient_correct"]
+
+
+class GradientMismatch(AssertionError):
+    """An implementation's gradient disagrees with the reference; the message is the audit
+    table with the diagnosis of every failed block."""
+
+    def __init__(self, report: Report):
+        super().__init__(str(report))
+        self.report = report
+
+
+def assert_gradient_correct(
+    grad_fn: Callable,
+    problem: Problem,
+    *,
+    rtol: float | None = None,
+    reference: str | None = None,
+    solver: str = "rk4",
+    steps: int | None = None,
+) -> Report:
+    """Assert that ``grad_fn(z0, theta, times)`` returns the right gradient for ``problem``.
+
+    Parameters
+    ----------
+    grad_fn : callable
+        ``grad_fn(z0, theta, times) -> (dz0, dtheta[, dtimes])``.
+    problem : verification.Problem
+        Dynamics, loss and inputs (e.g. drawn by ``verification.strategies.problems()``).
+    rtol : float, optional
+        Tolerance per block, relative (default 1e-6).
+    reference : str, optional
+        ``None`` (the most accurate available), ``"exact"``, ``"high_precision"``,
+        ``"forward_sensitivity"`` or ``"discrete"`` (the exact derivative of the fixed-step
+        ``solver`` with ``steps`` per interval, for code that backpropagates through it).
+
+    Returns
+    -------
+    Report
+        When every block passes.
+
+    Raises
+    ------
+    GradientMismatch
+        An ``AssertionError`` whose message is the audit table with its diagnosis.
+    """
+    report = audit_gradient(
+        problem.dynamics, grad_fn, problem.z0, problem.theta, problem.times, loss=problem.loss,
+        rtol=DEFAULT_GRADIENT_RTOL if rtol is None else rtol, reference=reference,
+        solver=solver, steps=steps,
+    )
+    if not report.passed:
+        raise GradientMismatch(report)
+    return report

@@ -1,0 +1,66 @@
+"""pytest plugin of adjoint-verify (registered through the ``pytest11`` entry point).
+
+Gives every test suite, once adjoint-verify is installed:
+
+- the fixture ``assert_gradient_correct(grad_fn, problem, **options)``, which fails the test
+  with the audit table and its diagnosis when the gradient is wrong;
+- the marker ``@pytest.mark.adjoint_verify(rtol=..., reference=..., solver=..., steps=...)``
+  that sets those options for one test;
+- the options ``--adjoint-verify-rtol`` and ``--adjoint-verify-reference`` for a whole run.
+
+Options given in the call win over the marker, which wins over the command line.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ._assertions import GradientMismatch
+from ._assertions import assert_gradient_correct as _assert_gradient_correct
+from ._audit_gradient import REFERENCES
+
+MARKER = "adjoint_verify"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("adjoint-verify", "gradient audits by adjoint-verify")
+    group.addoption("--adjoint-verify-rtol", type=float, default=None, metavar="RTOL",
+                    help="tolerance per gradient block of assert_gradient_correct "
+                    "(default 1e-6)")
+    group.addoption("--adjoint-verify-reference", choices=REFERENCES, default=None,
+                    help="the reference assert_gradient_correct holds gradients to "
+                    "(default: the most accurate available)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(rtol=None, reference=None, solver='rk4', steps=None): options of the "
+        "assert_gradient_correct fixture for this test",
+    )
+
+
+@pytest.fixture
+def assert_gradient_correct(request):
+    """``assert_gradient_correct(grad_fn, problem, **options)``: fail the test with the
+    audit table when ``grad_fn`` gets ``problem``'s gradient wrong."""
+    options = {}
+    rtol = request.config.getoption("--adjoint-verify-rtol")
+    reference = request.config.getoption("--adjoint-verify-reference")
+    if rtol is not None:
+        options["rtol"] = rtol
+    if reference is not None:
+        options["reference"] = reference
+    marker = request.node.get_closest_marker(MARKER)
+    if marker is not None:
+        if marker.args:
+            raise pytest.UsageError(f"@pytest.mark.{MARKER} takes keyword arguments only")
+        options.update(marker.kwargs)
+
+    def check(grad_fn, problem, **overrides):
+        try:
+            return _assert_gradient_correct(grad_fn, problem, **{**options, **overrides})
+        except GradientMismatch as exc:
+            pytest.fail(f"the gradient is wrong:\n{exc}", pytrace=False)
+
+    return check

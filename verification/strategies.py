@@ -1,0 +1,376 @@
+"""Hypothesis strategies for Neural-ODE gradient problems.
+
+Every drawn problem is well posed by construction, not by filtering: each family of
+dynamics has a bound on how fast solutions can grow, the parameters are drawn inside the
+box that keeps that bound below ``max_rate``, and the time span below ``max_span``, so
+``|z(t)| <= (|z0| + c) e^{max_rate * max_span}`` over the whole span (polynomial dynamics are
+kept bounded by cubic damping instead). A failure found with these strategies is a gradient
+bug, not an overflow.
+
+Families (``f`` for state ``z`` in R^n, parameters ``theta``):
+
+- ``linear``: ``f = W z``; Lipschitz constant ``|W|_2 <= |W|_F``.
+- ``affine``: ``f = W z + c``.
+- ``mlp``: ``f = A act(B z + b)`` with ``act`` in tanh, sigmoid, softplus, sin (all with
+  ``|act'| <= 1``); Lipschitz ``<= |A| |B|``.
+- ``polynomial``: ``f_i = -z_i^3 + sum_j c_ij z_j + sum_{j<=k} q_ijk z_j z_k``: the cubic
+  damping dominates, so solutions stay bounded.
+- time-dependent variants multiply ``f`` by ``1 + sin(omega t) / 2`` (``omega`` a parameter),
+  which at most multiplies the growth rate by 3/2.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import sympy as sp
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+from hypothesis.extra import numpy as hnp
+
+from symbolic import Dynamics
+
+from ._problems import Problem
+
+__all__ = [
+    "ACTIVATIONS",
+    "FAMILIES",
+    "LOSSES",
+    "affine_dynamics",
+    "linear_dynamics",
+    "mlp_dynamics",
+    "observation_times",
+    "parameters",
+    "polynomial_dynamics",
+    "problems",
+    "states",
+]
+
+ACTIVATIONS = ("tanh", "sigmoid", "softplus", "sin")
+FAMILIES = ("linear", "affine", "mlp", "polynomial")
+#: Smooth per-observation losses, by name; compiled once per (dynamics, loss) pair.
+LOSSES = ("half_squared_norm", "squared_distance", "linear", "log_cosh")
+#: Growth-rate factor of the time-dependent modulation 1 + sin(omega t)/2.
+_TIME_FACTOR = 1.5
+
+_ACTIVATION_FUNCTIONS = {
+    "tanh": sp.tanh,
+    "sigmoid": lambda x: 1 / (1 + sp.exp(-x)),
+    "softplus": lambda x: sp.log(1 + sp.exp(x)),
+    "sin": sp.sin,
+}
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InvalidArgument(f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def _check_range(lo_name: str, lo, hi_name: str, hi) -> None:
+    if lo > hi:
+        raise InvalidArgument(f"{lo_name}={lo!r} must not exceed {hi_name}={hi!r}")
+
+
+def _check_positive(name: str, value) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
+        value > 0 and math.isfinite(value)
+    ):
+        raise InvalidArgument(f"{name}={value!r} must be a finite number > 0")
+
+
+# -- dynamics --------------------------------------------------------------------------
+
+
+def _modulate(rhs: list, t: sp.Symbol, omega: sp.Symbol) -> list:
+    return [(1 + sp.sin(omega * t) / 2) * e for e in rhs]
+
+
+@functools.cache
+def _build(family: str, n: int, hidden: int, activation: str, time_dependent: bool) -> Dynamics:
+    """The symbolic dynamics of a family (cached: the structure does not depend on the
+    numbers, so each is compiled once per loss)."""
+    z = sp.symbols(f"z0:{n}")
+    zv = sp.Matrix(z)
+    t = sp.Symbol("t")
+    if family in ("linear", "affine"):
+        W = sp.Matrix(n, n, sp.symbols(f"w0:{n * n}"))
+        rhs = W * zv
+        params = list(W)
+        if family == "affine":
+            c = sp.Matrix(sp.symbols(f"c0:{n}"))
+            rhs = rhs + c
+            params += list(c)
+        rhs = list(rhs)
+    elif family == "mlp":
+        A = sp.Matrix(n, hidden, sp.symbols(f"a0:{n * hidden}"))
+        B = sp.Matrix(hidden, n, sp.symbols(f"b0:{hidden * n}"))
+        bias = sp.Matrix(sp.symbols(f"beta0:{hidden}"))
+        act = _ACTIVATION_FUNCTIONS[activation]
+        rhs = list(A * (B * zv + bias).applyfunc(act))
+        params = [*A, *B, *bias]
+    elif family == "polynomial":
+        linear = sp.Matrix(n, n, sp.symbols(f"c0:{n * n}"))
+        pairs = [(j, k) for j in range(n) for k in range(j, n)]
+        quad = sp.symbols(f"q0:{n * len(pairs)}")
+        rhs = []
+        for i in range(n):
+            expr = -z[i] ** 3 + sum(linear[i, j] * z[j] for j in range(n))
+            expr += sum(quad[i * len(pairs) + m] * z[j] * z[k] for m, (j, k) in enumerate(pairs))
+            rhs.append(expr)
+        params = [*linear, *quad]
+    else:  # pragma: no cover - guarded by the public strategies
+        raise InvalidArgument(f"unknown family {family!r}")
+    if time_dependent:
+        omega = sp.Symbol("omega")
+        rhs = _modulate(rhs, t, omega)
+        params.append(omega)
+        return Dynamics(rhs=rhs, state=z, params=params, time=t)
+    return Dynamics(rhs=rhs, state=z, params=params)
+
+
+def _dynamics_strategy(family: str, min_n: int, max_n: int, time_dependent: bool | None,
+                       hidden: Sequence[int] = (0,), activations: Sequence[str] = ("tanh",)):
+    _check_int("min_n", min_n, 1)
+    _check_int("max_n", max_n, 1)
+    _check_range("min_n", min_n, "max_n", max_n)
+    if time_dependent not in (None, True, False):
+        raise InvalidArgument(f"time_dependent={time_dependent!r} must be True, False or None")
+    times = st.booleans() if time_dependent is None else st.just(time_dependent)
+    return st.builds(
+        _build,
+        st.just(family),
+        st.integers(min_n, max_n),
+        st.sampled_from(list(hidden)),
+        st.sampled_from(list(activations)),
+        times,
+    )
+
+
+def linear_dynamics(*, min_n: int = 1, max_n: int = 3, time_dependent: bool | None = False):
+    """``f = W z`` (``W`` row-major in ``theta``); time-dependent: times ``1 + sin(omega t)/2``."""
+    return _dynamics_strategy("linear", min_n, max_n, time_dependent)
+
+
+def affine_dynamics(*, min_n: int = 1, max_n: int = 3, time_dependent: bool | None = False):
+    """``f = W z + c``."""
+    return _dynamics_strategy("affine", min_n, max_n, time_dependent)
+
+
+def mlp_dynamics(*, min_n: int = 1, max_n: int = 3, min_hidden: int = 1, max_hidden: int = 4,
+                 activations: Sequence[str] = ACTIVATIONS,
+                 time_dependent: bool | None = False):
+    """``f = A act(B z + b)``, one hidden layer with a smooth activation."""
+    _check_int("min_hidden", min_hidden, 1)
+    _check_int("max_hidden", max_hidden, 1)
+    _check_range("min_hidden", min_hidden, "max_hidden", max_hidden)
+    activations = tuple(activations)
+    unknown = [a for a in activations if a not in ACTIVATIONS]
+    if not activations or unknown:
+        raise InvalidArgument(
+            f"activations={activations!r} must be a non-empty subset of {ACTIVATIONS}"
+        )
+    return _dynamics_strategy("mlp", min_n, max_n, time_dependent,
+                              hidden=range(min_hidden, max_hidden + 1), activations=activations)
+
+
+def polynomial_dynamics(*, min_n: int = 1, max_n: int = 2,
+                        time_dependent: bool | None = False):
+    """``f_i = -z_i^3 + linear + quadratic terms``: bounded by cubic damping."""
+    return _dynamics_strategy("polynomial", min_n, max_n, time_dependent)
+
+
+# -- inputs ----------------------------------------------------------------------------
+
+
+#: Values are drawn on a grid of this many steps per unit of the bound: they shrink to 0 or
+#: short decimals (readable failures), and never to magnitudes like 1e-300 at which every
+#: difference quotient, complex step included, loses its meaning.
+GRID = 1000
+
+
+def _grid_floats(max_abs: float):
+    return st.integers(-GRID, GRID).map(lambda k: k * max_abs / GRID)
+
+
+def states(n: int, *, min_batch: int = 1, max_batch: int = 3, max_abs: float = 1.5):
+    """Initial states ``z0`` of shape ``(B, n)``, entries in ``[-max_abs, max_abs]``."""
+    _check_int("n", n, 1)
+    _check_int("min_batch", min_batch, 1)
+    _check_int("max_batch", max_batch, 1)
+    _check_range("min_batch", min_batch, "max_batch", max_batch)
+    _check_positive("max_abs", max_abs)
+    return st.integers(min_batch, max_batch).flatmap(
+        lambda b: hnp.arrays(np.float64, (b, n), elements=_grid_floats(max_abs))
+    )
+
+
+def parameters(p: int, *, max_abs: float = 1.0):
+    """A parameter vector ``theta`` of shape ``(p,)``, entries in ``[-max_abs, max_abs]``."""
+    _check_int("p", p, 0)
+    _check_positive("max_abs", max_abs)
+    return hnp.arrays(np.float64, (p,), elements=_grid_floats(max_abs))
+
+
+def _times_from(t0: float, gaps: Sequence[float]) -> np.ndarray:
+    return np.array([t0, *(t0 + np.cumsum(gaps))])
+
+
+def observation_times(*, min_observations: int = 1, max_observations: int = 3,
+                      min_gap: float = 0.1, max_span: float = 2.0, max_start: float = 1.0):
+    """Strictly increasing ``times`` ``(N+1,)``: a start in ``[-max_start, max_start]`` and
+    ``N`` gaps of at least ``min_gap`` whose sum is at most ``max_span``."""
+    _check_int("min_observations", min_observations, 1)
+    _check_int("max_observations", max_observations, 1)
+    _check_range("min_observations", min_observations, "max_observations", max_observations)
+    _check_positive("min_gap", min_gap)
+    _check_positive("max_span", max_span)
+    if min_observations * min_gap > max_span:
+        raise InvalidArgument(
+            f"min_observations={min_observations} gaps of min_gap={min_gap} do not fit in "
+            f"max_span={max_span}"
+        )
+    if max_start < 0:
+        raise InvalidArgument(f"max_start={max_start!r} must be >= 0")
+
+    @st.composite
+    def draw_times(draw):
+        count = draw(st.integers(min_observations, max_observations))
+        count = min(count, int(max_span // min_gap))
+        per_gap = max_span / count
+        gaps = [min_gap + (per_gap - min_gap) * draw(st.integers(0, GRID)) / GRID
+                for _ in range(count)]
+        start = max_start * draw(st.integers(-GRID, GRID)) / GRID
+        return _times_from(start, gaps)
+
+    return draw_times()
+
+
+# -- losses and whole problems ---------------------------------------------------------
+
+
+def _loss(name: str, dynamics: Dynamics) -> sp.Expr:
+    z = dynamics.state
+    if name == "half_squared_norm":
+        return sp.Rational(1, 2) * sum(zi**2 for zi in z)
+    if name == "squared_distance":
+        return sum((zi - sp.Rational((-1) ** i, 2)) ** 2 for i, zi in enumerate(z))
+    if name == "linear":
+        return sum((-1) ** i * (i + 1) * zi for i, zi in enumerate(z))
+    if name == "log_cosh":
+        return sum(sp.log(sp.cosh(zi)) for zi in z)
+    raise InvalidArgument(f"unknown loss {name!r}; choose from {LOSSES}")
+
+
+def _param_count(family: str, n: int, hidden: int, time_dependent: bool) -> int:
+    count = {
+        "linear": n * n,
+        "affine": n * n + n,
+        "mlp": 2 * n * hidden + hidden,
+        "polynomial": n * n + n * n * (n + 1) // 2,
+    }[family]
+    return count + (1 if time_dependent else 0)
+
+
+def _parameter_box(family: str, n: int, hidden: int, time_dependent: bool,
+                   max_rate: float) -> np.ndarray:
+    """Per-parameter bound that keeps the family's growth rate below ``max_rate``."""
+    p = _param_count(family, n, hidden, time_dependent)
+    rate = max_rate / (_TIME_FACTOR if time_dependent else 1.0)
+    box = np.full(p, 1.0)
+    if family in ("linear", "affine"):
+        box[: n * n] = rate / n  # |W|_2 <= |W|_F <= n max|w_ij|
+    elif family == "mlp":
+        scale = math.sqrt(rate / (n * hidden))  # |A| |B| <= n h max|a| max|b| <= rate
+        box[: 2 * n * hidden] = scale
+    elif family == "polynomial":
+        box[:] = rate / n
+    if time_dependent:
+        box[-1] = 3.0  # omega, the modulation frequency
+    return box
+
+
+def _structures(families, max_n, max_params, time_dependent, activations=ACTIVATIONS):
+    """Every (family, n, hidden, activation, time_dependent) within the bounds, smallest
+    first so that shrinking leads to small problems."""
+    found = []
+    for family in families:
+        for n in range(1, (min(max_n, 2) if family == "polynomial" else max_n) + 1):
+            for hidden in (range(1, 4) if family == "mlp" else (0,)):
+                for act in (activations if family == "mlp" else ("tanh",)):
+                    for td in ((False, True) if time_dependent is None else (time_dependent,)):
+                        p = _param_count(family, n, hidden, td)
+                        if p <= max_params:
+                            found.append((p, family, n, hidden, act, td))
+    found.sort(key=lambda item: (item[0], FAMILIES.index(item[1]), item[2:]))
+    return [item[1:] for item in found]
+
+
+@st.composite
+def _problem(draw, structures, max_batch, max_observations, max_span, max_rate, losses):
+    family, n, hidden, activation, td = draw(st.sampled_from(structures))
+    dynamics = _build(family, n, hidden, activation, td)
+    box = _parameter_box(family, n, hidden, td, max_rate)
+    theta = draw(parameters(dynamics.p, max_abs=1.0)) * box
+    z0 = draw(states(n, max_batch=max_batch))
+    times = draw(observation_times(max_observations=max_observations, max_span=max_span,
+                                   min_gap=min(0.1, max_span / max_observations)))
+    loss_name = draw(st.sampled_from(losses))
+    label = family if family != "mlp" else f"mlp[{activation}, h={hidden}]"
+    return Problem(
+        dynamics=dynamics,
+        loss=_loss(loss_name, dynamics),
+        z0=z0,
+        theta=theta,
+        times=times,
+        name=f"{label}-n{n}-p{dynamics.p}{'-t' if td else ''}-{loss_name}",
+        description=f"drawn {label} problem",
+    )
+
+
+def problems(*, families: Sequence[str] = FAMILIES, max_n: int = 3, max_params: int = 16,
+             max_batch: int = 3, max_observations: int = 3, max_span: float = 2.0,
+             max_rate: float = 1.5, time_dependent: bool | None = None,
+             losses: Sequence[str] = LOSSES):
+    """Whole gradient problems (:class:`verification.Problem`), well posed by construction.
+
+    Parameters
+    ----------
+    families : sequence of str
+        Subset of :data:`FAMILIES`.
+    max_n, max_params, max_batch, max_observations : int
+        Bounds on the state size, parameter count, batch and observation count.
+    max_span : float
+        Longest time span ``t_N - t_0``.
+    max_rate : float
+        Bound on the growth (or contraction) rate of solutions, the Lipschitz constant of
+        ``f`` in ``z``: ``max_rate * max_span`` bounds the log of the growth over the span,
+        and the stiffness the solvers see.
+    time_dependent : bool or None
+        Only autonomous (False), only time-dependent (True) or both (None).
+    losses : sequence of str
+        Subset of :data:`LOSSES`.
+    """
+    families = tuple(families)
+    if not families or any(f not in FAMILIES for f in families):
+        raise InvalidArgument(f"families={families!r} must be a non-empty subset of {FAMILIES}")
+    losses = tuple(losses)
+    if not losses or any(name not in LOSSES for name in losses):
+        raise InvalidArgument(f"losses={losses!r} must be a non-empty subset of {LOSSES}")
+    for name, value in (("max_n", max_n), ("max_batch", max_batch),
+                        ("max_observations", max_observations)):
+        _check_int(name, value, 1)
+    _check_int("max_params", max_params, 1)
+    _check_positive("max_span", max_span)
+    _check_positive("max_rate", max_rate)
+    if time_dependent not in (None, True, False):
+        raise InvalidArgument(f"time_dependent={time_dependent!r} must be True, False or None")
+    structures = _structures(families, max_n, max_params, time_dependent)
+    if not structures:
+        raise InvalidArgument(
+            f"max_params={max_params} is below the smallest parameter count of the families "
+            f"{families} (time_dependent={time_dependent}); raise max_params"
+        )
+    return _problem(structures, max_batch, max_observations, max_span, max_rate, losses)
