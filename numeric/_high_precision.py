@@ -1,9 +1,378 @@
-"""Placeholder replaced by the high-precision reference (work in progress)."""
+"""High-precision reference: forward sensitivities integrated in mpmath by Gragg–Bulirsch–Stoer
+extrapolation (shared/MATH.md, "High precision" and "Forward sensitivity")."""
 
-from ._errors import MethodUnavailable
+from __future__ import annotations
 
+from dataclasses import dataclass
+from operator import mul
+from typing import Any
+
+import mpmath
+import numpy as np
+from numpy.typing import NDArray
+
+from symbolic import CompiledForm
+
+from ._errors import IntegrationError, MethodUnavailable
+from ._extrapolation import (
+    NO_EXPONENT,
+    Extrapolation,
+    SolveStats,
+    StepFailure,
+    exponent,
+    from_fixed,
+    max_columns,
+    to_fixed,
+)
+
+__all__ = [
+    "CHECK_DIGITS",
+    "DEFAULT_DIGITS",
+    "DIGITS_MARGIN",
+    "EXTRA_BITS",
+    "GUARD_DIGITS",
+    "MAX_AUGMENTED_SIZE",
+    "MAX_MACRO_STEPS",
+    "TOLERANCE_DIGITS",
+    "high_precision_gradient",
+]
+
+#: Significant digits of ``method="high_precision"`` unless ``digits`` says otherwise.
 DEFAULT_DIGITS = 30
+#: Working precision is ``digits + GUARD_DIGITS`` decimal digits: room for the rounding
+#: errors of the extrapolation tableau and of a few thousand steps.
+GUARD_DIGITS = 10
+#: Bits beyond the working precision carried by the fixed-point arithmetic inside a macro
+#: step (see :class:`Extrapolation`).
+EXTRA_BITS = 64
+#: A macro step is accepted when the extrapolation estimate of its local error is below
+#: ``10**-(digits + TOLERANCE_DIGITS)`` relative to the solution (blockwise floor).
+TOLERANCE_DIGITS = 2
+#: The check solve runs ``CHECK_DIGITS`` decimal digits tighter, in both the local tolerance
+#: and the working precision; its distance to the first solve is the error estimate.
+CHECK_DIGITS = 3
+#: The answer is refused (IntegrationError) unless the error estimate is at most
+#: ``10**-(digits - DIGITS_MARGIN)``. The estimate measures the looser of the two solves,
+#: whose local errors, amplified along the flow, may exceed its tolerance by a factor of up
+#: to 10^(TOLERANCE_DIGITS + DIGITS_MARGIN); the answer is the tighter solve.
+DIGITS_MARGIN = 2
+#: Largest ``B * n * (1 + n + p)`` (state plus both sensitivity matrices, all samples)
+#: integrated in pure-Python mpmath. The cost grows in proportion (the built-in ``tanh``
+#: problem, 96 unknowns, takes about 2 s at 30 digits), so beyond it one gradient takes more
+#: than a few seconds; float64 forward sensitivity with a tight rtol is the alternative.
+MAX_AUGMENTED_SIZE = 200
+#: Budget of attempted macro steps per sample and solve.
+MAX_MACRO_STEPS = 100_000
+
+#: Relative size of the error-estimate floor of a nearly zero gradient block, as in the
+#: audits' error measure (MATH.md, "Error measure").
+_ESTIMATE_FLOOR = 1e-3
+def _values(result: Any) -> list:
+    """A lambdified result as a list: ``lambdify`` returns a list for list expressions, but
+    be robust to a bare scalar (one entry) or a matrix/array-like."""
+    if type(result) is list:
+        return result
+    if isinstance(result, tuple):
+        return list(result)
+    if hasattr(result, "tolist"):
+        flat: list = []
+
+        def walk(item):
+            if isinstance(item, (list, tuple)):
+                for sub in item:
+                    walk(sub)
+            else:
+                flat.append(item)
+
+        walk(result.tolist())
+        return flat
+    return [result]
 
 
-def high_precision_gradient(compiled, z0, theta, times, *, digits):
-    raise MethodUnavailable("high_precision", "not built yet")
+class _Sensitivity:
+    r"""The augmented forward-sensitivity right-hand side of one sample, in fixed point.
+
+    The state is the flat list :math:`y = [z;\ \mathrm{vec}(S_z);\ \mathrm{vec}(S_\theta)]`
+    with the matrices stored column by column, so column ``c`` of
+    :math:`[S_z\ S_\theta]` is the slice ``y[n + c n : n + (c + 1) n]``:
+
+    .. math:: \dot z = f, \qquad \dot S_z = J S_z, \qquad
+              \dot S_\theta = J S_\theta + \partial f / \partial\theta
+
+    Entries of block ``b`` (``z``, ``S_z``, ``S_theta``) are ints standing for
+    ``y_i * 2**-shifts[b]``; ``z`` is handed to the compiled mpmath functions as mpf, and
+    their values come back rounded to the block's fixed point (the Jacobian to its own).
+    """
+
+    def __init__(self, funcs: Any, theta: list, n: int, p: int, bits: int, prec: int,
+                 stats: SolveStats):
+        self.rhs_fn, self.jac_fn, self.jac_params_fn = funcs.rhs, funcs.jac_state, funcs.jac_params
+        self.theta, self.n, self.p, self.stats = theta, n, p, stats
+        self.bits, self.prec = bits, prec
+        self.columns = [slice(n + c * n, n + (c + 1) * n) for c in range(n + p)]
+        self.shifts = (0, 0, 0)
+
+    def __call__(self, t: Any, u: list) -> list:
+        n, p = self.n, self.p
+        shift_z, _shift_s, shift_theta = self.shifts
+        self.stats.nfev += 1
+        try:
+            z = [from_fixed(u[i], shift_z, self.prec) for i in range(n)]
+            out = [to_fixed(v, shift_z) for v in _values(self.rhs_fn(z, self.theta, t))]
+            jac = _values(self.jac_fn(z, self.theta, t))
+            largest = max(exponent(v) for v in jac)
+            shift_j = 1 if largest == NO_EXPONENT else self.bits - largest  # J = 0: any
+            if shift_j < 1:
+                raise StepFailure("the Jacobian of f exceeds the working range")
+            fixed = [to_fixed(v, shift_j) for v in jac]
+            rows = [fixed[r * n : (r + 1) * n] for r in range(n)]
+            half = 1 << (shift_j - 1)
+            for column in self.columns[:n]:  # J S_z
+                col = u[column]
+                out.extend((sum(map(mul, row, col)) + half) >> shift_j for row in rows)
+            if p:
+                jac_params = _values(self.jac_params_fn(z, self.theta, t))
+                for c, column in enumerate(self.columns[n:]):  # J S_theta + df/dtheta
+                    col = u[column]
+                    out.extend(
+                        ((sum(map(mul, row, col)) + half) >> shift_j)
+                        + to_fixed(jac_params[r * p + c], shift_theta)
+                        for r, row in enumerate(rows)
+                    )
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            # e.g. a division by zero or log of zero at a trial point of the midpoint rule
+            raise StepFailure(f"{type(exc).__name__} evaluating f: {exc}") from exc
+        return out
+
+
+@dataclass
+class _Solution:
+    loss: Any
+    grad_z0: list  # B lists of n
+    grad_theta: list
+    grad_times: list
+    stats: SolveStats
+
+
+def _solve(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, *,
+           tolerance_digits: int, working_digits: int) -> _Solution:
+    """One forward-sensitivity solve in mpmath at ``working_digits`` decimal digits with the
+    local tolerance ``10**-tolerance_digits``; the gradient accumulated in mpmath."""
+    funcs = compiled.mpmath_functions()
+    n, p = compiled.n, compiled.p
+    B, N = z0.shape[0], len(times) - 1
+    stats = SolveStats()
+    fdot = mpmath.fdot
+    with mpmath.workdps(working_digits):
+        mpf = mpmath.mpf
+        prec = mpmath.mp.prec
+        theta_mp = [mpf(float(v)) for v in theta]
+        ts = [mpf(float(v)) for v in times]
+        tol = 10.0**-tolerance_digits
+        blocks = [slice(0, n), slice(n, n + n * n), slice(n + n * n, n * (1 + n + p))]
+        grad_theta = [mpf(0)] * p
+        grad_times = [mpf(0)] * (N + 1)
+        grad_z0 = []
+        loss = mpf(0)
+        for b in range(B):
+            rhs = _Sensitivity(funcs, theta_mp, n, p, prec + EXTRA_BITS, prec, stats)
+            stepper = Extrapolation(rhs, blocks, tol, max_columns(working_digits), stats,
+                                    bits=prec + EXTRA_BITS, prec=prec,
+                                    max_steps=MAX_MACRO_STEPS)
+            z_start = [mpf(float(v)) for v in z0[b]]
+            identity = [mpf(1) if r == c else mpf(0) for c in range(n) for r in range(n)]
+            y = z_start + identity + [mpf(0)] * (n * p)
+            g_z0 = [mpf(0)] * n
+            for i in range(1, N + 1):
+                y = stepper.integrate(y, ts[i - 1], ts[i])
+                z = y[:n]
+                g = _values(funcs.loss_grad(z))
+                loss += funcs.loss(z)
+                # dL/dz0 += S_z^T g, dL/dtheta += S_theta^T g: columns of S dotted with g
+                for c in range(n):
+                    g_z0[c] += fdot(y[n + c * n : n + (c + 1) * n], g)
+                for c in range(p):
+                    grad_theta[c] += fdot(y[n + (n + c) * n : n + (n + c + 1) * n], g)
+                grad_times[i] += fdot(g, _values(funcs.rhs(z, theta_mp, ts[i])))
+            grad_times[0] -= fdot(g_z0, _values(funcs.rhs(z_start, theta_mp, ts[0])))
+            grad_z0.append(g_z0)
+        return _Solution(loss, grad_z0, grad_theta, grad_times, stats)
+
+
+def _flat(solution: _Solution) -> dict[str, list]:
+    return {
+        "loss": [solution.loss],
+        "z0": [v for row in solution.grad_z0 for v in row],
+        "theta": list(solution.grad_theta),
+        "times": list(solution.grad_times),
+    }
+
+
+def _relative_distance(answer: _Solution, check: _Solution) -> float:
+    r"""``max`` over the blocks (loss, z0, theta, times) of :math:`\|x - x_{ref}\| /
+    \max(\|x_{ref}\|, 10^{-3} \|\mathrm{all}_{ref}\|)` in the 2-norm, the audits' error
+    measure, with ``check`` as the reference."""
+    a, c = _flat(answer), _flat(check)
+    norms = {k: mpmath.sqrt(mpmath.fsum(v**2 for v in c[k])) for k in c}
+    total = mpmath.sqrt(mpmath.fsum(v**2 for v in norms.values()))
+    worst = mpmath.mpf(0)
+    for k in c:
+        diff = mpmath.sqrt(mpmath.fsum((x - y) ** 2 for x, y in zip(a[k], c[k], strict=True)))
+        denom = max(norms[k], _ESTIMATE_FLOOR * total)
+        worst = max(worst, diff / denom if denom > 0 else diff)
+    return float(worst)
+
+
+def _check_available(compiled: CompiledForm, batch: int) -> None:
+    if compiled.non_analytic:
+        names = ", ".join(compiled.non_analytic)
+        raise MethodUnavailable(
+            "high_precision",
+            f"the dynamics or loss use the non-smooth function(s) {names}; extrapolation "
+            "needs a smooth solution (an error expansion in even powers of h). Use "
+            "'forward_sensitivity' with a tight rtol (e.g. rtol=1e-13, atol=1e-15) instead.",
+        )
+    n, p = compiled.n, compiled.p
+    size = batch * n * (1 + n + p)
+    if size > MAX_AUGMENTED_SIZE:
+        raise MethodUnavailable(
+            "high_precision",
+            f"the forward-sensitivity system has B * n * (1 + n + p) = {batch} * {n} * "
+            f"(1 + {n} + {p}) = {size} unknowns, more than MAX_AUGMENTED_SIZE = "
+            f"{MAX_AUGMENTED_SIZE} that pure-Python mpmath integrates in reasonable time. Use "
+            "'forward_sensitivity' with a tight rtol (e.g. rtol=1e-13, atol=1e-15) instead, "
+            "or fewer samples.",
+        )
+
+
+def high_precision_gradient(
+    compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, *, digits: int
+) -> tuple[float, NDArray, NDArray, NDArray, dict]:
+    r"""Loss and gradient from forward sensitivities integrated in mpmath to ``digits``
+    significant digits: a reference for any smooth dynamics.
+
+    Per sample, the forward-sensitivity system (shared/MATH.md)
+
+    .. math:: \dot z = f(z, \theta, t), \qquad
+              \dot S_z = J S_z,\ S_z(t_0) = I, \qquad
+              \dot S_\theta = J S_\theta + \frac{\partial f}{\partial \theta},\
+              S_\theta(t_0) = 0, \qquad J = \frac{\partial f}{\partial z}
+
+    is integrated by Gragg–Bulirsch–Stoer extrapolation (modified midpoint rule with step
+    numbers 2, 4, 6, ..., Aitken–Neville extrapolation in :math:`h^2`, ODEX order and
+    step-size control) at ``digits + GUARD_DIGITS`` working digits, with macro steps that
+    land on every observation time. With :math:`g_i = \nabla\ell(z_b(t_i))`:
+
+    .. math:: \frac{dL}{dz_{0,b}} = \sum_i S_z(t_i)^T g_i, \qquad
+              \frac{dL}{d\theta} = \sum_{i,b} S_\theta(t_i)^T g_i, \qquad
+              \frac{dL}{dt_i} = \sum_b g_i^T f(z_b(t_i), \theta, t_i), \qquad
+              \frac{dL}{dt_0} = -\sum_b \Big(\frac{dL}{dz_{0,b}}\Big)^T f(z_{0,b}, \theta, t_0)
+
+    The solve is checked before it answers: it is repeated ``CHECK_DIGITS`` digits tighter
+    (local tolerance and working precision) and the relative distance of the two results,
+    blockwise as in the audits' error measure, is ``info["error_estimate"]``. The tighter
+    result is returned.
+
+    Parameters
+    ----------
+    compiled : CompiledForm
+        Compiled dynamics and loss; its ``mpmath_functions()`` are integrated.
+    z0 : ndarray, shape (B, n)
+    theta : ndarray, shape (p,)
+    times : ndarray, shape (N+1,)
+        Strictly increasing.
+    digits : int
+        Significant digits asked for (>= 16).
+
+    Returns
+    -------
+    loss : float
+    grad_z0 : ndarray, shape (B, n)
+    grad_theta : ndarray, shape (p,)
+    grad_times : ndarray, shape (N+1,)
+    info : dict
+        ``decimal``: the loss and every block as strings with ``digits`` significant
+        digits (for reference files); ``digits``; ``error_estimate`` (relative, see
+        above); ``macro_steps``,
+        ``rejected_steps`` and ``nfev`` (augmented right-hand sides of one sample) summed
+        over both solves; ``max_order`` of the extrapolation used.
+
+    Raises
+    ------
+    MethodUnavailable
+        The dynamics or loss are not smooth (``compiled.non_analytic``), or
+        ``B * n * (1 + n + p)`` exceeds ``MAX_AUGMENTED_SIZE``.
+    IntegrationError
+        The solution became non-finite, complex or larger than float64 can hold, the step
+        size underflowed, ``MAX_MACRO_STEPS`` ran out, or the error estimate exceeds
+        ``10**-(digits - DIGITS_MARGIN)``. No number is returned from a failed solve.
+
+    Notes
+    -----
+    Inside a macro step the arithmetic is fixed point on Python ints, one binary scale per
+    block (``z``, ``S_z``, ``S_theta``) carrying ``EXTRA_BITS`` beyond the working
+    precision below the block's largest entry, several times faster than mpf arithmetic
+    (see :class:`Extrapolation`). Accuracy is therefore relative to each block's scale,
+    as the error measure of the audits is; an entry far smaller than the rest of its block
+    is accurate in absolute, not relative, terms.
+
+    Explicit extrapolation needs step sizes of order ``1/|lambda|`` for an eigenvalue
+    ``lambda`` of :math:`J`: stiff dynamics are slow here (``MAX_MACRO_STEPS`` bounds them).
+
+    mpmath's precision is global: the solves run inside ``mpmath.workdps`` and restore it,
+    but other threads using mpmath meanwhile would see the working precision.
+
+    References
+    ----------
+    E. Hairer, S. P. Nørsett, G. Wanner, "Solving Ordinary Differential Equations I:
+    Nonstiff Problems", 2nd ed., Springer 1993, Section II.9 (extrapolation methods, the
+    GBS algorithm and the ODEX order and step-size control).
+    """
+    z0 = np.asarray(z0, dtype=float)
+    if z0.ndim != 2:
+        raise ValueError(f"`z0` must have shape (B, n), got {z0.shape}.")
+    _check_available(compiled, z0.shape[0])
+    digits = int(digits)
+    answer = _solve(compiled, z0, theta, times, tolerance_digits=digits + TOLERANCE_DIGITS,
+                    working_digits=digits + GUARD_DIGITS)
+    tight = digits + TOLERANCE_DIGITS + CHECK_DIGITS
+    check = _solve(compiled, z0, theta, times, tolerance_digits=tight,
+                   working_digits=digits + GUARD_DIGITS + CHECK_DIGITS)
+    with mpmath.workdps(digits + GUARD_DIGITS + CHECK_DIGITS):
+        estimate = _relative_distance(answer, check)
+    if not estimate <= 10.0 ** -(digits - DIGITS_MARGIN):
+        raise IntegrationError(
+            f"high-precision solve did not reach {digits} digits: two solves "
+            f"{CHECK_DIGITS} digits apart differ by {estimate:.2e} (relative), more than "
+            f"10^-{digits - DIGITS_MARGIN}; the problem may be too ill-conditioned on this "
+            "time span. Ask for more digits or shorten the span.",
+            t=float(times[-1]),
+            cause="error estimate above the requested digits",
+        )
+    stats = (answer.stats, check.stats)
+    with mpmath.workdps(digits + GUARD_DIGITS + CHECK_DIGITS):
+        def text(v):  # `digits` significant digits, always in scientific notation
+            return mpmath.nstr(v, digits, strip_zeros=False, min_fixed=1, max_fixed=0)
+
+        decimal = {
+            "loss": text(check.loss),
+            "z0": tuple(tuple(text(v) for v in row) for row in check.grad_z0),
+            "theta": tuple(text(v) for v in check.grad_theta),
+            "times": tuple(text(v) for v in check.grad_times),
+        }
+    info = {
+        "decimal": decimal,
+        "digits": digits,
+        "error_estimate": estimate,
+        "macro_steps": sum(s.accepted for s in stats),
+        "rejected_steps": sum(s.rejected for s in stats),
+        "nfev": sum(s.nfev for s in stats),
+        "max_order": max(s.max_order for s in stats),
+    }
+    return (
+        float(check.loss),
+        np.array([[float(v) for v in row] for row in check.grad_z0], dtype=float),
+        np.array([float(v) for v in check.grad_theta], dtype=float),
+        np.array([float(v) for v in check.grad_times], dtype=float),
+        info,
+    )

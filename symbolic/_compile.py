@@ -297,7 +297,7 @@ class CompiledDynamics:
             args = [z, theta, t]
 
             def mp(exprs: list) -> Callable[..., list]:
-                return sp.lambdify(args, exprs, modules="mpmath", dummify=True)
+                return sp.lambdify(args, exprs, modules="mpmath", dummify=True, cse=True)
 
             self._mpmath = MpmathFunctions(
                 rhs=mp(list(self.dynamics.rhs)),

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import sympy as sp
 
-from numeric import Gradient, InputError
+from numeric import Gradient, InputError, IntegrationError, MethodUnavailable
 from numeric._checks import check_compiled, check_state, check_theta, check_times
 from symbolic import Dynamics
 
@@ -35,6 +35,7 @@ from ._audit_gradient import (
 )
 from ._problems import Problem
 from ._report import BLOCKS, ProblemSummary, Report
+from ._tolerances import ROUNDING
 
 __all__ = [
     "FORMAT",
@@ -93,17 +94,23 @@ def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
     z0, _ = check_state(problem.z0, dyn.n)
     theta = check_theta(problem.theta, dyn.p)
     times = check_times(problem.times)
-    reference = best_reference(compiled, z0, theta, times, digits=digits)
-    good = _good_digits(reference.error)
+    try:  # the most digits: high precision where it applies, even for linear dynamics
+        reference = best_reference(compiled, z0, theta, times, digits=digits,
+                                   reference="high_precision")
+    except (MethodUnavailable, IntegrationError):
+        reference = best_reference(compiled, z0, theta, times, digits=digits)
     g = reference.gradient
-    decimal = g.info.get("decimal") or {}
-    gradient = {
-        block: _decimals(decimal[block], good) if block in decimal
-        else _decimals(getattr(g, block), min(good, INPUT_DIGITS))
-        for block in BLOCKS
-    }
-    gradient["loss"] = _decimal(decimal.get("loss", g.loss), min(good, INPUT_DIGITS)
-                                if "loss" not in decimal else good)
+    decimal = g.info.get("decimal")
+    if decimal:  # high precision: its own digits, not float64's
+        error = float(g.info["error_estimate"])
+        good = min(digits, _good_digits(error))
+        gradient = {block: _decimals(decimal[block], digits) for block in BLOCKS}
+        gradient["loss"] = decimal["loss"]
+    else:
+        error = reference.error
+        good = min(_good_digits(error), INPUT_DIGITS)
+        gradient = {block: _decimals(getattr(g, block), good) for block in BLOCKS}
+        gradient["loss"] = _decimal(g.loss, good)
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -122,8 +129,8 @@ def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
         "gradient": gradient,
         "reference": {
             "method": reference.label,
-            "error_estimate": reference.error,
-            "digits": min(good, INPUT_DIGITS) if not decimal else good,
+            "error_estimate": error,
+            "digits": good,
         },
         "versions": _versions(),
     }
@@ -218,8 +225,9 @@ def load_reference(path: str | Path) -> LoadedReference:
         times=np.array(grad_doc["times"], dtype=float),
         method=str(ref_doc["method"]),
     )
+    # the gradient is compared in float64: it carries at least float64's rounding
     reference = ReferenceGradient(gradient, str(ref_doc["method"]),
-                                  float(ref_doc["error_estimate"]))
+                                  max(ROUNDING, float(ref_doc["error_estimate"])))
     return LoadedReference(problem, reference, document)
 
 
