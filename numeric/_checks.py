@@ -22,10 +22,12 @@ __all__ = [
     "DEFAULT_STEPS",
     "SolverOptions",
     "check_compiled",
+    "check_data",
     "check_solver_options",
     "check_state",
     "check_theta",
     "check_times",
+    "observed",
 ]
 
 DEFAULT_RTOL = 1e-8
@@ -39,13 +41,15 @@ def _shape_text(value: Any) -> str:
     return f"shape {shape}" if shape is not None else f"{type(value).__name__}"
 
 
-def check_compiled(dynamics: Any, loss: Any, *, loss_required: bool = True) -> CompiledForm:
+def check_compiled(
+    dynamics: Any, loss: Any, *, loss_required: bool = True, targets: Any = ()
+) -> CompiledForm:
     """Compile ``dynamics`` (a :class:`symbolic.Dynamics`) and ``loss`` once, or accept an
     already compiled form."""
     if isinstance(dynamics, Dynamics):
         if loss is None and not loss_required:
             loss = 0
-        return compile_problem(dynamics, loss)
+        return compile_problem(dynamics, loss, () if targets is None else targets)
     if isinstance(dynamics, CompiledForm):
         return dynamics
     raise DynamicsError(
@@ -186,3 +190,35 @@ def check_solver_options(
         )
     steps = _positive_int(DEFAULT_STEPS if steps is None else steps, "steps")
     return SolverOptions(tableau, steps, None, None, max_steps)
+
+
+def check_data(data: Any, k: int, n_obs: int, batch: int) -> NDArray | None:
+    """Target values of the loss as a ``(N, B, k)`` array (None when the loss has no
+    targets); ``(N, k)`` is broadcast over the batch."""
+    if k == 0:
+        if data is not None:
+            raise InputError(
+                "`data` was given but the loss declares no targets; pass `targets=` (the data "
+                "symbols of the loss) with it, or drop `data`."
+            )
+        return None
+    if data is None:
+        raise InputError(
+            f"the loss uses {k} target symbol(s); give `data` of shape (N, B, {k}) or "
+            f"(N, {k}): their values at each of the N = {n_obs} observation times."
+        )
+    array = _real_float_array(data, "data")
+    if array.ndim == 2 and array.shape == (n_obs, k):
+        array = np.broadcast_to(array[:, None, :], (n_obs, batch, k))
+    if array.shape != (n_obs, batch, k):
+        raise InputError(
+            f"`data` must have shape (N, B, k) = ({n_obs}, {batch}, {k}) or (N, k) = "
+            f"({n_obs}, {k}), got {_shape_text(array)}; one row of targets per observation "
+            "time t_1..t_N (not t_0) and sample."
+        )
+    return np.array(array)
+
+
+def observed(data: NDArray | None, i: int) -> NDArray | None:
+    """The targets at observation ``i`` (``1 <= i <= N``), or None without targets."""
+    return None if data is None else data[i - 1]

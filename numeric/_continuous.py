@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from symbolic import CompiledForm
 
-from ._checks import SolverOptions
+from ._checks import SolverOptions, observed
 from ._rk import StepBudget
 from ._solve import Trajectory, integrate_intervals, solve_trajectory
 
@@ -45,7 +45,7 @@ class ContinuousResult:
 
 
 def _observation_terms(
-    compiled: CompiledForm, traj: Trajectory, theta: NDArray, times: NDArray
+    compiled: CompiledForm, traj: Trajectory, theta: NDArray, times: NDArray, data
 ) -> tuple[float, NDArray, NDArray]:
     """Loss, loss gradients ``g`` of shape (N+1, B, n) (``g[0] = 0``) and the time gradients
     ``dL/dt_i = sum_b g_i^T f(z(t_i))`` for ``i >= 1`` (``dL/dt_0`` is filled in later)."""
@@ -55,8 +55,8 @@ def _observation_terms(
     loss = 0.0
     for i in range(1, N + 1):
         z_i = traj.zs[i]
-        loss += float(compiled.loss(z_i).sum())
-        g[i] = compiled.loss_grad(z_i)
+        loss += float(compiled.loss(z_i, observed(data, i)).sum())
+        g[i] = compiled.loss_grad(z_i, observed(data, i))
         grad_times[i] = float(np.sum(g[i] * compiled.rhs(z_i, theta, times[i])))
     return loss, g, grad_times
 
@@ -80,6 +80,7 @@ def _adjoint_pass(
     options: SolverOptions,
     *,
     mode: str,
+    data=None,
 ) -> ContinuousResult:
     """The backward pass shared by the three continuous adjoints.
 
@@ -89,7 +90,7 @@ def _adjoint_pass(
     ``dL/dtheta`` afterwards by Gauss–Legendre quadrature over the backward steps).
     """
     traj = solve_trajectory(compiled, z0, theta, times, options)
-    loss, g, grad_times = _observation_terms(compiled, traj, theta, times)
+    loss, g, grad_times = _observation_terms(compiled, traj, theta, times, data)
     n, p, N = compiled.n, compiled.p, len(times) - 1
     B = z0.shape[0]
     budget = StepBudget(options.max_steps)
@@ -176,7 +177,7 @@ def _adjoint_pass(
     return ContinuousResult(loss, a0, grad_theta, grad_times, info)
 
 
-def backsolve_adjoint(compiled, z0, theta, times, options) -> ContinuousResult:
+def backsolve_adjoint(compiled, z0, theta, times, options, *, data=None) -> ContinuousResult:
     """Adjoint with ``z`` reconstructed by integrating the dynamics backwards (O(1) memory).
 
     ``info["reconstruction_error"]`` is the largest relative distance, over the observation
@@ -184,22 +185,22 @@ def backsolve_adjoint(compiled, z0, theta, times, options) -> ContinuousResult:
     forward flow contracts it grows like the backward flow's expansion, and so does the
     error of the gradient (Gholami et al. 2019; Zhuang et al. 2020).
     """
-    return _adjoint_pass(compiled, z0, theta, times, options, mode="backsolve")
+    return _adjoint_pass(compiled, z0, theta, times, options, mode="backsolve", data=data)
 
 
-def interpolated_adjoint(compiled, z0, theta, times, options) -> ContinuousResult:
+def interpolated_adjoint(compiled, z0, theta, times, options, *, data=None) -> ContinuousResult:
     """Adjoint with ``z(t)`` from the forward solve's dense output."""
-    return _adjoint_pass(compiled, z0, theta, times, options, mode="interpolated")
+    return _adjoint_pass(compiled, z0, theta, times, options, mode="interpolated", data=data)
 
 
-def quadrature_adjoint(compiled, z0, theta, times, options) -> ContinuousResult:
+def quadrature_adjoint(compiled, z0, theta, times, options, *, data=None) -> ContinuousResult:
     """Adjoint for ``a`` alone, then ``dL/dtheta`` by 5-point Gauss–Legendre quadrature of
     :math:`(\\partial f/\\partial\\theta)^T a` over every backward step, with ``a`` and ``z``
     from dense output."""
-    return _adjoint_pass(compiled, z0, theta, times, options, mode="quadrature")
+    return _adjoint_pass(compiled, z0, theta, times, options, mode="quadrature", data=data)
 
 
-def forward_sensitivity(compiled, z0, theta, times, options) -> ContinuousResult:
+def forward_sensitivity(compiled, z0, theta, times, options, *, data=None) -> ContinuousResult:
     r"""Forward sensitivities :math:`S_z = \partial z/\partial z_0`, :math:`S_\theta =
     \partial z/\partial\theta` integrated with the state:
 
@@ -240,8 +241,8 @@ def forward_sensitivity(compiled, z0, theta, times, options) -> ContinuousResult
     for i, segment in enumerate(segments, start=1):
         y = segment.ys[-1]
         z = y[:, :n]
-        g = compiled.loss_grad(z)
-        loss += float(compiled.loss(z).sum())
+        g = compiled.loss_grad(z, observed(data, i))
+        loss += float(compiled.loss(z, observed(data, i)).sum())
         grad_z0 += np.einsum("bij,bi->bj", y[:, n : n + n * n].reshape(B, n, n), g)
         grad_theta += np.einsum("bij,bi->j", y[:, n + n * n :].reshape(B, n, p), g)
         grad_times[i] = float(np.sum(g * compiled.rhs(z, theta, times[i])))

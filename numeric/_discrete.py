@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from symbolic import CompiledForm
 
+from ._checks import observed
 from ._errors import IntegrationError, MethodUnavailable
 from ._tableaus import ButcherTableau
 
@@ -98,6 +99,7 @@ def replay(
     tableau: ButcherTableau,
     *,
     keep: bool = False,
+    data=None,
 ) -> Replay:
     r"""Run the solver on the frozen grid, in the dtype of the inputs (complex flows through).
 
@@ -138,7 +140,7 @@ def replay(
                 interval.append((t_k, h, t_next, stage_z, stage_k))
         records.append(interval)
         zs.append(z)
-        sample_loss = sample_loss + compiled.loss(z)
+        sample_loss = sample_loss + compiled.loss(z, observed(data, j + 1))
     return Replay(zs=np.stack(zs), sample_loss=sample_loss, records=records if keep else [])
 
 
@@ -149,6 +151,8 @@ def discrete_adjoint_gradient(
     times: NDArray,
     grid: FrozenGrid,
     tableau: ButcherTableau,
+    *,
+    data=None,
 ) -> tuple[float, NDArray, NDArray, NDArray]:
     r"""Reverse-mode derivative of the discrete map (shared/MATH.md, "Discrete adjoint").
 
@@ -171,14 +175,14 @@ def discrete_adjoint_gradient(
     grad_theta : ndarray, shape (p,)
     grad_times : ndarray, shape (N+1,)
     """
-    run = replay(compiled, z0, theta, times, grid, tableau, keep=True)
+    run = replay(compiled, z0, theta, times, grid, tableau, keep=True, data=data)
     live, weights = _live_stages(tableau)
     a_live = tableau.a[:live, :live]
     c_live = tableau.c[:live]
     # a stage whose cotangent is identically zero (weight 0, feeds nothing) is skipped
     feeds = [weights[i] != 0 or np.any(a_live[i + 1 :, i] != 0) for i in range(live)]
     N = len(times) - 1
-    lam = compiled.loss_grad(run.zs[N])
+    lam = compiled.loss_grad(run.zs[N], observed(data, N))
     grad_theta = np.zeros(compiled.p)
     grad_times = np.zeros(N + 1)
     for j in range(N - 1, -1, -1):
@@ -212,7 +216,7 @@ def discrete_adjoint_gradient(
             grad_times[j] += t_bar * (1.0 - s_k) - h_bar * ds
             grad_times[j + 1] += t_bar * s_k + h_bar * ds
         if j >= 1:
-            lam = lam + compiled.loss_grad(run.zs[j])
+            lam = lam + compiled.loss_grad(run.zs[j], observed(data, j))
     return float(run.loss), lam, grad_theta, grad_times
 
 
@@ -223,6 +227,8 @@ def complex_step_gradient(
     times: NDArray,
     grid: FrozenGrid,
     tableau: ButcherTableau,
+    *,
+    data=None,
 ) -> tuple[float, NDArray, NDArray, NDArray]:
     r"""Complex-step derivative of the discrete map, one perturbation per input direction.
 
@@ -240,23 +246,26 @@ def complex_step_gradient(
             "complex-analytic, so Im L(x + ih)/h would be silently wrong; use "
             "'discrete_adjoint' or 'finite_difference'.",
         )
-    base = replay(compiled, z0, theta, times, grid, tableau)
+    def run(z=z0, th=theta, ts=times):
+        return replay(compiled, z, th, ts, grid, tableau, data=data)
+
+    base = run()
     grad_z0 = np.zeros_like(z0)
     for j in range(z0.shape[1]):
         z = z0.astype(complex)
         z[:, j] += 1j * COMPLEX_STEP
-        grad_z0[:, j] = replay(compiled, z, theta, times, grid, tableau).sample_loss.imag
+        grad_z0[:, j] = run(z=z).sample_loss.imag
     grad_z0 /= COMPLEX_STEP
     grad_theta = np.zeros_like(theta)
     for j in range(theta.shape[0]):
         th = theta.astype(complex)
         th[j] += 1j * COMPLEX_STEP
-        grad_theta[j] = replay(compiled, z0, th, times, grid, tableau).loss.imag / COMPLEX_STEP
+        grad_theta[j] = run(th=th).loss.imag / COMPLEX_STEP
     grad_times = np.zeros_like(times)
     for j in range(times.shape[0]):
         ts = times.astype(complex)
         ts[j] += 1j * COMPLEX_STEP
-        grad_times[j] = replay(compiled, z0, theta, ts, grid, tableau).loss.imag / COMPLEX_STEP
+        grad_times[j] = run(ts=ts).loss.imag / COMPLEX_STEP
     return float(base.loss), grad_z0, grad_theta, grad_times
 
 
@@ -267,6 +276,8 @@ def finite_difference_gradient(
     times: NDArray,
     grid: FrozenGrid,
     tableau: ButcherTableau,
+    *,
+    data=None,
 ) -> tuple[float, NDArray, NDArray, NDArray, dict[str, float]]:
     r"""Central differences of the discrete map on the frozen grid, with an error estimate.
 
@@ -280,7 +291,10 @@ def finite_difference_gradient(
     resolve. A time step is kept below a tenth of the smallest observation gap so that the
     perturbed times stay increasing.
     """
-    base = replay(compiled, z0, theta, times, grid, tableau)
+    def run(z=z0, th=theta, ts=times):
+        return replay(compiled, z, th, ts, grid, tableau, data=data).sample_loss
+
+    base_loss = run().sum()
     eps = float(np.finfo(float).eps)
 
     def central(perturb, step, total: bool):
@@ -304,27 +318,24 @@ def finite_difference_gradient(
     for j in range(z0.shape[1]):
         step = FD_STEP_SCALE * np.maximum(1.0, np.abs(z0[:, j]))
         grad_z0[:, j], est_z0[:, j] = central(
-            lambda d, j=j: replay(compiled, moved(z0, (slice(None), j), d), theta, times, grid,
-                                  tableau).sample_loss,
+            lambda d, j=j: run(z=moved(z0, (slice(None), j), d)),
             step, total=False)
     grad_theta, est_theta = np.zeros_like(theta), np.zeros_like(theta)
     for j in range(theta.shape[0]):
         step = FD_STEP_SCALE * max(1.0, abs(theta[j]))
         grad_theta[j], est_theta[j] = central(
-            lambda d, j=j: replay(compiled, z0, moved(theta, j, d), times, grid,
-                                  tableau).sample_loss,
+            lambda d, j=j: run(th=moved(theta, j, d)),
             step, total=True)
     grad_times, est_times = np.zeros_like(times), np.zeros_like(times)
     min_gap = float(np.min(np.diff(times)))
     for j in range(times.shape[0]):
         step = min(FD_STEP_SCALE * max(1.0, abs(times[j])), 0.05 * min_gap)
         grad_times[j], est_times[j] = central(
-            lambda d, j=j: replay(compiled, z0, theta, moved(times, j, d), grid,
-                                  tableau).sample_loss,
+            lambda d, j=j: run(ts=moved(times, j, d)),
             step, total=True)
     estimate = {
         "z0": float(np.linalg.norm(est_z0)),
         "theta": float(np.linalg.norm(est_theta)),
         "times": float(np.linalg.norm(est_times)),
     }
-    return float(base.loss), grad_z0, grad_theta, grad_times, estimate
+    return float(base_loss), grad_z0, grad_theta, grad_times, estimate

@@ -8,13 +8,14 @@ from numpy.typing import NDArray
 
 from symbolic import CompiledForm
 
+from ._checks import observed
 from ._errors import MethodUnavailable
 
 __all__ = ["exact_gradient"]
 
 
 def exact_gradient(
-    compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray
+    compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, *, data=None
 ) -> tuple[float, NDArray, NDArray, NDArray]:
     r"""Gradients of ``L`` for ``f = A(theta) z + c(theta)`` (shared/MATH.md, "Exact
     references").
@@ -63,8 +64,9 @@ def exact_gradient(
         delta = times[i] - times[0]
         propagator = scipy.linalg.expm(a_tilde * delta)
         z_i = (z0_tilde @ propagator.T)[:, :n]
-        loss += float(compiled.loss(z_i).sum())
-        g = np.concatenate([compiled.loss_grad(z_i), np.zeros((B, 1))], axis=1)
+        loss += float(compiled.loss(z_i, observed(data, i)).sum())
+        g = np.concatenate([compiled.loss_grad(z_i, observed(data, i)), np.zeros((B, 1))],
+                           axis=1)
         grad_z0 += (g @ propagator)[:, :n]
         direction = g.T @ z0_tilde
         _, frechet = scipy.linalg.expm_frechet(a_tilde.T * delta, direction)

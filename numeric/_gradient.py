@@ -17,6 +17,7 @@ from ._checks import (
     DEFAULT_MAX_STEPS,
     SolverOptions,
     check_compiled,
+    check_data,
     check_solver_options,
     check_state,
     check_theta,
@@ -115,8 +116,10 @@ def compute_gradient(
     options: SolverOptions | None,
     *,
     digits: int = DEFAULT_DIGITS,
+    data: NDArray | None = None,
 ) -> Gradient:
-    """:func:`gradient` on checked inputs (``z0`` is ``(B, n)``); used by the audits."""
+    """:func:`gradient` on checked inputs (``z0`` is ``(B, n)``, ``data`` ``(N, B, k)`` or
+    None); used by the audits."""
     info: dict[str, Any] = {}
     if method in CONTINUOUS_METHODS:
         runner = {
@@ -125,7 +128,7 @@ def compute_gradient(
             "quadrature_adjoint": quadrature_adjoint,
             "forward_sensitivity": forward_sensitivity,
         }[method]
-        result = runner(compiled, z0, theta, times, options)
+        result = runner(compiled, z0, theta, times, options, data=data)
         loss, g_z0, g_theta, g_times = (
             result.loss, result.grad_z0, result.grad_theta, result.grad_times
         )
@@ -137,16 +140,16 @@ def compute_gradient(
             "complex_step": complex_step_gradient,
             "finite_difference": finite_difference_gradient,
         }[method]
-        result = runner(compiled, z0, theta, times, grid, options.tableau)
+        result = runner(compiled, z0, theta, times, grid, options.tableau, data=data)
         loss, g_z0, g_theta, g_times = result[:4]
         if method == "finite_difference":
             info["error_estimate"] = MappingProxyType(result[4])
         info.update(grid_steps=grid.steps, frozen_grid=options.tableau.adaptive)
     elif method == "exact":
-        loss, g_z0, g_theta, g_times = exact_gradient(compiled, z0, theta, times)
+        loss, g_z0, g_theta, g_times = exact_gradient(compiled, z0, theta, times, data=data)
     else:
         loss, g_z0, g_theta, g_times, hp_info = high_precision_gradient(
-            compiled, z0, theta, times, digits=digits
+            compiled, z0, theta, times, digits=digits, data=data
         )
         info.update(hp_info)
     return Gradient(
@@ -175,6 +178,8 @@ def gradient(
     steps: int | None = None,
     max_steps: int = DEFAULT_MAX_STEPS,
     digits: int | None = None,
+    targets=(),
+    data=None,
 ) -> Gradient:
     """The loss and its gradient with respect to ``z0``, ``theta`` and ``times``.
 
@@ -201,6 +206,10 @@ def gradient(
         Budget of attempted steps per solve.
     digits : int, optional
         Significant digits of ``high_precision`` (default 30).
+    targets : sequence of Symbols, optional
+        Data symbols the loss uses besides the state (e.g. ``y`` in ``|z - y|^2 / 2``).
+    data : array_like, shape (N, B, k) or (N, k), optional
+        Their values at the observation times ``times[1:]`` (per sample, or shared).
 
     Returns
     -------
@@ -214,7 +223,7 @@ def gradient(
     numeric.IntegrationError
         A solve failed; no gradient is computed from a failed solve.
     """
-    compiled = check_compiled(dynamics, loss)
+    compiled = check_compiled(dynamics, loss, targets=targets)
     method = check_method(method)
     z0_2d, single = check_state(z0, compiled.n)
     theta = check_theta(theta, compiled.p)
@@ -228,7 +237,9 @@ def gradient(
         raise InputError(
             f"`digits` must be an integer >= 16 (more than float64 gives), got {digits!r}."
         )
-    result = compute_gradient(compiled, z0_2d, theta, times, method, options, digits=int(digits))
+    data = check_data(data, compiled.k, len(times) - 1, z0_2d.shape[0])
+    result = compute_gradient(compiled, z0_2d, theta, times, method, options, digits=int(digits),
+                              data=data)
     if single:
         return Gradient(
             loss=result.loss, z0=result.z0[0], theta=result.theta, times=result.times,

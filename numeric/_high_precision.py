@@ -154,7 +154,7 @@ class _Solution:
     stats: SolveStats
 
 
-def _solve(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, *,
+def _solve(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, *, data,
            tolerance_digits: int, working_digits: int) -> _Solution:
     """One forward-sensitivity solve in mpmath at ``working_digits`` decimal digits with the
     local tolerance ``10**-tolerance_digits``; the gradient accumulated in mpmath."""
@@ -186,8 +186,9 @@ def _solve(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, 
             for i in range(1, N + 1):
                 y = stepper.integrate(y, ts[i - 1], ts[i])
                 z = y[:n]
-                g = _values(funcs.loss_grad(z))
-                loss += funcs.loss(z)
+                y_i = [] if data is None else [mpf(float(v)) for v in data[i - 1][b]]
+                g = _values(funcs.loss_grad(z, y_i))
+                loss += funcs.loss(z, y_i)
                 # dL/dz0 += S_z^T g, dL/dtheta += S_theta^T g: columns of S dotted with g
                 for c in range(n):
                     g_z0[c] += fdot(y[n + c * n : n + (c + 1) * n], g)
@@ -246,7 +247,8 @@ def _check_available(compiled: CompiledForm, batch: int) -> None:
 
 
 def high_precision_gradient(
-    compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, *, digits: int
+    compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, *, digits: int,
+    data: NDArray | None = None,
 ) -> tuple[float, NDArray, NDArray, NDArray, dict]:
     r"""Loss and gradient from forward sensitivities integrated in mpmath to ``digits``
     significant digits: a reference for any smooth dynamics.
@@ -333,10 +335,11 @@ def high_precision_gradient(
         raise ValueError(f"`z0` must have shape (B, n), got {z0.shape}.")
     _check_available(compiled, z0.shape[0])
     digits = int(digits)
-    answer = _solve(compiled, z0, theta, times, tolerance_digits=digits + TOLERANCE_DIGITS,
+    answer = _solve(compiled, z0, theta, times, data=data,
+                    tolerance_digits=digits + TOLERANCE_DIGITS,
                     working_digits=digits + GUARD_DIGITS)
     tight = digits + TOLERANCE_DIGITS + CHECK_DIGITS
-    check = _solve(compiled, z0, theta, times, tolerance_digits=tight,
+    check = _solve(compiled, z0, theta, times, data=data, tolerance_digits=tight,
                    working_digits=digits + GUARD_DIGITS + CHECK_DIGITS)
     with mpmath.workdps(digits + GUARD_DIGITS + CHECK_DIGITS):
         estimate = _relative_distance(answer, check)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ._calculus import real_jacobian
-from ._dynamics import Dynamics, check_loss
+from ._dynamics import Dynamics, check_loss, check_targets
 
 __all__ = ["AdjointSystem", "derive_adjoint"]
 
@@ -54,6 +54,7 @@ class AdjointSystem:
     jacobian_state: sp.ImmutableMatrix
     jacobian_params: sp.ImmutableMatrix
     time_derivative: sp.ImmutableMatrix
+    targets: tuple[sp.Symbol, ...] = ()
 
     def equations(self) -> list[tuple[str, sp.Expr]]:
         """(left-hand side, right-hand side) pairs, in the order a person reads them."""
@@ -143,14 +144,18 @@ def adjoint_symbols(dynamics: Dynamics) -> tuple[sp.Symbol, ...]:
     return tuple(sp.Symbol(name, real=True) for name in names)
 
 
-def derive_adjoint(dynamics: Dynamics, loss: sp.Expr) -> AdjointSystem:
+def derive_adjoint(dynamics: Dynamics, loss: sp.Expr, targets=()) -> AdjointSystem:
     r"""Derive the adjoint system of MATH.md for ``dynamics`` and a per-observation ``loss``.
 
     Parameters
     ----------
     dynamics : Dynamics
     loss : sympy.Expr
-        :math:`\ell(z)`, applied at every observation time; may use only the state symbols.
+        :math:`\ell(z)`, applied at every observation time; may use only the state symbols
+        and ``targets``.
+    targets : sequence of Symbols, optional
+        Data symbols of the loss (e.g. ``y`` in :math:`\tfrac12 |z - y|^2`), given values
+        per observation time and sample when the gradient is computed.
 
     Returns
     -------
@@ -163,7 +168,8 @@ def derive_adjoint(dynamics: Dynamics, loss: sp.Expr) -> AdjointSystem:
     R. T. Q. Chen, Y. Rubanova, J. Bettencourt, D. Duvenaud, "Neural Ordinary Differential
     Equations", NeurIPS 2018, Section 2 and Appendix B.
     """
-    loss_expr = check_loss(dynamics, loss)
+    loss_expr = check_loss(dynamics, loss, targets)
+    target_symbols = check_targets(dynamics, targets)
     a = sp.Matrix(adjoint_symbols(dynamics))
     f = sp.Matrix(dynamics.rhs)
     jac_z = real_jacobian(f, dynamics.state)
@@ -179,6 +185,7 @@ def derive_adjoint(dynamics: Dynamics, loss: sp.Expr) -> AdjointSystem:
     return AdjointSystem(
         dynamics=dynamics,
         loss=loss_expr,
+        targets=target_symbols,
         adjoint=tuple(a),
         adjoint_rhs=sp.ImmutableMatrix(adjoint_rhs),
         param_integrand=sp.ImmutableMatrix(param_integrand),

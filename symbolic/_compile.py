@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from ._adjoint import derive_adjoint
 from ._calculus import real_jacobian
-from ._dynamics import Dynamics, check_loss
+from ._dynamics import Dynamics, check_loss, check_targets
 
 __all__ = [
     "NON_ANALYTIC_FUNCTIONS",
@@ -60,6 +60,7 @@ class CompiledForm(Protocol):
 
     n: int
     p: int
+    k: int  # number of target (data) symbols of the loss
     autonomous: bool
     non_analytic: tuple[str, ...]
     state_names: tuple[str, ...]
@@ -77,9 +78,9 @@ class CompiledForm(Protocol):
 
     def jac_params(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n, p)
 
-    def loss(self, z: NDArray) -> NDArray: ...  # (B,)
+    def loss(self, z: NDArray, y: NDArray | None = None) -> NDArray: ...  # (B,)
 
-    def loss_grad(self, z: NDArray) -> NDArray: ...  # (B, n)
+    def loss_grad(self, z: NDArray, y: NDArray | None = None) -> NDArray: ...  # (B, n)
 
     @property
     def linear(self) -> LinearStructure | None: ...
@@ -145,8 +146,8 @@ class MpmathFunctions:
     """Scalar mpmath callables for the high-precision reference.
 
     Each takes plain Python lists of mpmath numbers: ``rhs(z, theta, t)`` gives n values,
-    ``jac_state`` n*n (row-major), ``jac_params`` n*p (row-major), ``loss(z)`` one value,
-    ``loss_grad(z)`` n values.
+    ``jac_state`` n*n (row-major), ``jac_params`` n*p (row-major), ``loss(z, y)`` one value,
+    ``loss_grad(z, y)`` n values (``y`` the k target values, an empty list without targets).
     """
 
     rhs: Callable[..., list]
@@ -172,11 +173,15 @@ def _non_analytic_names(exprs: Sequence[sp.Expr]) -> tuple[str, ...]:
 class CompiledDynamics:
     """Dynamics and loss compiled once into NumPy; see :class:`CompiledForm`.
 
-    Build it with :func:`compile_problem`, which caches one instance per (dynamics, loss).
+    Build it with :func:`compile_problem`, which caches one instance per (dynamics, loss,
+    targets).
     """
 
-    def __init__(self, dynamics: Dynamics, loss: sp.Expr):
-        loss = check_loss(dynamics, loss)
+    def __init__(self, dynamics: Dynamics, loss: sp.Expr, targets: tuple = ()):
+        loss = check_loss(dynamics, loss, targets)
+        targets = check_targets(dynamics, targets)
+        self.targets = tuple(str(s) for s in targets)
+        self.k = len(targets)
         self.dynamics = dynamics
         self.loss_expr = loss
         self.n = dynamics.n
@@ -186,7 +191,7 @@ class CompiledDynamics:
         self.param_names = tuple(str(s) for s in dynamics.params)
         self.non_analytic = _non_analytic_names([*dynamics.rhs, loss])
 
-        adjoint = derive_adjoint(dynamics, loss)
+        adjoint = derive_adjoint(dynamics, loss, targets)
         z = sp.Matrix(dynamics.state)
         theta = list(dynamics.params)
         t = dynamics.time if dynamics.time is not None else sp.Dummy("t")
@@ -205,8 +210,10 @@ class CompiledDynamics:
         self._time_partial = _VectorFunction(list(adjoint.time_derivative), state_args)
         self._jac_state = _VectorFunction(list(jac_z), state_args)
         self._jac_params = _VectorFunction(list(jac_theta), state_args)
-        self._loss = _VectorFunction([loss], [list(z)])
-        self._loss_grad = _VectorFunction(list(adjoint.loss_gradient), [list(z)])
+        self._target_symbols = list(targets)
+        loss_args = [list(z), list(targets)]
+        self._loss = _VectorFunction([loss], loss_args)
+        self._loss_grad = _VectorFunction(list(adjoint.loss_gradient), loss_args)
         self._jac_z_expr = jac_z
         self._jac_theta_expr = jac_theta
         self._linear: LinearStructure | bool | None = False  # False: not yet looked at
@@ -239,13 +246,25 @@ class CompiledDynamics:
         flat = self._jac_params([z], [*theta, t], _result_dtype(z, theta, t))
         return flat.reshape(z.shape[0], self.n, self.p)
 
-    def loss(self, z: NDArray) -> NDArray:
-        """:math:`\\ell(z)` per sample, shape ``(B,)``."""
-        return self._loss([z], [], _result_dtype(z))[:, 0]
+    def _targets(self, z: NDArray, y: NDArray | None) -> NDArray:
+        if self.k == 0:
+            return np.zeros((z.shape[0], 0))
+        if y is None:
+            raise ValueError(
+                f"the loss uses the targets {', '.join(self.targets)}: give their values "
+                "(`data=`) at every observation time"
+            )
+        return np.broadcast_to(np.asarray(y), (z.shape[0], self.k))
 
-    def loss_grad(self, z: NDArray) -> NDArray:
-        """:math:`\\nabla \\ell(z)` per sample, shape ``(B, n)``."""
-        return self._loss_grad([z], [], _result_dtype(z))
+    def loss(self, z: NDArray, y: NDArray | None = None) -> NDArray:
+        """:math:`\\ell(z, y)` per sample, shape ``(B,)``; ``y`` the targets ``(B, k)``."""
+        y = self._targets(z, y)
+        return self._loss([z, y], [], _result_dtype(z, y))[:, 0]
+
+    def loss_grad(self, z: NDArray, y: NDArray | None = None) -> NDArray:
+        """:math:`\\nabla_z \\ell(z, y)` per sample, shape ``(B, n)``."""
+        y = self._targets(z, y)
+        return self._loss_grad([z, y], [], _result_dtype(z, y))
 
     # -- structure for the references ------------------------------------------------
     @property
@@ -303,10 +322,10 @@ class CompiledDynamics:
                 rhs=mp(list(self.dynamics.rhs)),
                 jac_state=mp(list(self._jac_z_expr)),
                 jac_params=mp(list(self._jac_theta_expr)),
-                loss=sp.lambdify([z], self.loss_expr, modules="mpmath", dummify=True),
-                loss_grad=sp.lambdify(
-                    [z], list(self._loss_gradient_expr), modules="mpmath", dummify=True
-                ),
+                loss=sp.lambdify([z, self._target_symbols], self.loss_expr, modules="mpmath",
+                                 dummify=True),
+                loss_grad=sp.lambdify([z, self._target_symbols], list(self._loss_gradient_expr),
+                                      modules="mpmath", dummify=True),
             )
         return self._mpmath
 
@@ -315,29 +334,32 @@ class CompiledDynamics:
 
 
 @functools.lru_cache(maxsize=128)
-def _compile_cached(dynamics: Dynamics, loss: sp.Expr) -> CompiledDynamics:
-    return CompiledDynamics(dynamics, loss)
+def _compile_cached(dynamics: Dynamics, loss: sp.Expr, targets: tuple) -> CompiledDynamics:
+    return CompiledDynamics(dynamics, loss, targets)
 
 
-def compile_problem(dynamics: Dynamics, loss: Any) -> CompiledDynamics:
+def compile_problem(dynamics: Dynamics, loss: Any, targets: Any = ()) -> CompiledDynamics:
     """Compile ``dynamics`` and ``loss`` into batch NumPy callables, once per pair.
 
     Parameters
     ----------
     dynamics : Dynamics
     loss : sympy.Expr
-        The per-observation loss in the state symbols.
+        The per-observation loss in the state symbols (and ``targets``).
+    targets : sequence of Symbols, optional
+        Data symbols of the loss, valued per observation time and sample.
 
     Returns
     -------
     CompiledDynamics
         Cached: compiling the same pair again returns the same object.
     """
-    loss_expr = check_loss(dynamics, loss)
+    loss_expr = check_loss(dynamics, loss, targets)
+    target_symbols = check_targets(dynamics, targets)
     try:
-        return _compile_cached(dynamics, loss_expr)
+        return _compile_cached(dynamics, loss_expr, target_symbols)
     except TypeError as exc:  # unhashable pieces: compile without the cache
         if "unhashable" not in str(exc):
             raise
-        return CompiledDynamics(dynamics, loss_expr)
+        return CompiledDynamics(dynamics, loss_expr, target_symbols)
 

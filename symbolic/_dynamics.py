@@ -7,7 +7,7 @@ from typing import Any
 
 import sympy as sp
 
-__all__ = ["Dynamics", "DynamicsError", "check_loss"]
+__all__ = ["Dynamics", "DynamicsError", "check_loss", "check_targets"]
 
 
 class DynamicsError(ValueError):
@@ -205,10 +205,27 @@ class Dynamics:
         return hash((self._rhs, self._state, self._params, self._time))
 
 
-def check_loss(dynamics: Dynamics, loss: Any) -> sp.Expr:
-    """Return ``loss`` as a SymPy expression in the state variables, or raise.
+def check_targets(dynamics: Dynamics, targets: Any) -> tuple[sp.Symbol, ...]:
+    """``targets`` as a tuple of distinct Symbols used by no state, parameter or time."""
+    symbols = _as_symbol_tuple(() if targets is None else targets, "targets", allow_empty=True)
+    taken = set(dynamics.state) | set(dynamics.params)
+    if dynamics.time is not None:
+        taken.add(dynamics.time)
+    clash = [s for s in symbols if s in taken]
+    if clash:
+        raise DynamicsError(
+            f"`targets` lists {clash[0]}, which is already a state, parameter or time symbol; "
+            "targets are the data the loss compares z(t_i) with, name them apart (y0, y1, ...)."
+        )
+    return symbols
 
-    The per-observation loss may use the state symbols and nothing else.
+
+def check_loss(dynamics: Dynamics, loss: Any, targets: Any = ()) -> sp.Expr:
+    """Return ``loss`` as a SymPy expression in the state variables (and ``targets``), or
+    raise.
+
+    The per-observation loss may use the state symbols and the target symbols, the data the
+    trajectory is compared with at each observation time, and nothing else.
     """
     if not isinstance(dynamics, Dynamics):
         raise DynamicsError(
@@ -232,11 +249,14 @@ def check_loss(dynamics: Dynamics, loss: Any) -> sp.Expr:
             f"`loss` must be a scalar SymPy expression, got {type(expr).__name__}; the loss "
             "is applied to each sample's z(t_i) and summed, so write it as one expression."
         )
-    unknown = sorted(expr.free_symbols - set(dynamics.state), key=str)
+    target_symbols = check_targets(dynamics, targets)
+    unknown = sorted(expr.free_symbols - set(dynamics.state) - set(target_symbols), key=str)
     if unknown:
         names = ", ".join(str(s) for s in unknown)
+        allowed = ", ".join(str(s) for s in (*dynamics.state, *target_symbols))
         raise DynamicsError(
             f"`loss` uses the symbol(s) {names}, which are not state variables; the loss is "
-            f"applied to z(t_i) and may use only {', '.join(str(s) for s in dynamics.state)}."
+            f"applied to z(t_i) and may use only {allowed} (declare data symbols with "
+            "`targets=`)."
         )
     return expr

@@ -57,7 +57,7 @@ def assert_gradient_correct(
     report = audit_gradient(
         problem.dynamics, grad_fn, problem.z0, problem.theta, problem.times, loss=problem.loss,
         rtol=DEFAULT_GRADIENT_RTOL if rtol is None else rtol, reference=reference,
-        solver=solver, steps=steps,
+        solver=solver, steps=steps, targets=problem.targets, data=problem.data,
     )
     if not report.passed:
         raise GradientMismatch(report)

@@ -17,7 +17,13 @@ from numeric import (
     check_solver_options,
     compute_gradient,
 )
-from numeric._checks import check_compiled, check_state, check_theta, check_times
+from numeric._checks import (
+    check_compiled,
+    check_data,
+    check_state,
+    check_theta,
+    check_times,
+)
 from numeric._gradient import check_method
 
 from ._diagnose import diagnose
@@ -78,6 +84,8 @@ def audit(
     methods: Sequence[str] | None = None,
     name: str = "problem",
     description: str = "",
+    targets=(),
+    data=None,
 ) -> Report:
     """Run every applicable gradient method and compare each block with a reference.
 
@@ -103,6 +111,9 @@ def audit(
         The methods to audit (default: all).
     name, description : str
         How the report names the problem.
+    targets, data
+        Data symbols of the loss and their values at ``times[1:]`` (see
+        :func:`numeric.gradient`).
 
     Returns
     -------
@@ -110,10 +121,11 @@ def audit(
         ``passed`` is False when any comparison fails; a method that cannot serve the
         problem is listed in ``skipped`` with the reason.
     """
-    compiled = check_compiled(dynamics, loss)
+    compiled = check_compiled(dynamics, loss, targets=targets)
     z0_2d, _ = check_state(z0, compiled.n)
     theta = check_theta(theta, compiled.p)
     times = check_times(times)
+    data = check_data(data, compiled.k, len(times) - 1, z0_2d.shape[0])
     if solver == "dopri5" or solver not in ("euler", "midpoint", "rk4"):
         rtol = AUDIT_RTOL if rtol is None else rtol
         atol = AUDIT_ATOL if atol is None else atol
@@ -130,7 +142,7 @@ def audit(
 
     def run(method: str, opts=options) -> Gradient | None:
         try:
-            return compute_gradient(compiled, z0_2d, theta, times, method, opts)
+            return compute_gradient(compiled, z0_2d, theta, times, method, opts, data=data)
         except MethodUnavailable as exc:
             report.skipped.append(Skipped(name, method, exc.reason))
         except IntegrationError as exc:
@@ -145,8 +157,8 @@ def audit(
             if result is not None:
                 results[method] = result
 
-    reference = _continuous_reference(compiled, z0_2d, theta, times, results, options, report,
-                                      name)
+    reference = _continuous_reference(compiled, z0_2d, theta, times, results, report, name,
+                                      data)
     scale = _gradient_scale(reference.gradient) if reference else 1.0
     B = z0_2d.shape[0]
 
@@ -182,7 +194,7 @@ def audit(
         if "exact" in results and "high_precision" in results and reference.label == "exact":
             compare("high_precision", "exact", reference.gradient, ROUNDING, exact_kind)
         continuous_tol = _continuous_tolerance(
-            compiled, z0_2d, theta, times, options, reference, scale
+            compiled, z0_2d, theta, times, options, reference, scale, data
         )
         for method in [*CONTINUOUS_METHODS, "discrete_adjoint"]:
             if method in results or method in errors:
@@ -241,7 +253,7 @@ def _finite_difference_tolerance(scale: float):
     return tolerance
 
 
-def _continuous_reference(compiled, z0, theta, times, results, options, report, name):
+def _continuous_reference(compiled, z0, theta, times, results, report, name, data):
     """The most accurate continuous gradient available, with the error it may carry."""
     if "exact" in results:
         return _Reference(results["exact"], "exact", ROUNDING)
@@ -252,7 +264,8 @@ def _continuous_reference(compiled, z0, theta, times, results, options, report, 
         "dopri5", steps=None, rtol=FALLBACK_RTOL, atol=FALLBACK_ATOL, max_steps=100_000
     )
     try:
-        g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", fallback_options)
+        g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", fallback_options,
+                             data=data)
     except IntegrationError as exc:
         report.skipped.append(Skipped(name, "reference", f"no reference could be built: {exc}"))
         return None
@@ -260,18 +273,21 @@ def _continuous_reference(compiled, z0, theta, times, results, options, report, 
                                                                          FALLBACK_ATOL))
 
 
-def _continuous_tolerance(compiled, z0, theta, times, options, reference, scale) -> float:
+def _continuous_tolerance(compiled, z0, theta, times, options, reference, scale,
+                          data) -> float:
     """Tolerance for a continuous method (or the discrete adjoint) against the continuous
     reference: ``solver_tolerance(rtol, atol)`` for an adaptive solver; for a fixed-step
     solver ``ORDER_SAFETY`` times the Richardson estimate of the discretization error."""
     if options.tableau.adaptive:
         return solver_tolerance(options.rtol, options.atol) + reference.error
-    coarse = compute_gradient(compiled, z0, theta, times, "discrete_adjoint", options)
+    coarse = compute_gradient(compiled, z0, theta, times, "discrete_adjoint", options,
+                              data=data)
     finer_options = check_solver_options(
         options.name, steps=2 * options.steps, rtol=None, atol=None,
         max_steps=options.max_steps * 2,
     )
-    fine = compute_gradient(compiled, z0, theta, times, "discrete_adjoint", finer_options)
+    fine = compute_gradient(compiled, z0, theta, times, "discrete_adjoint", finer_options,
+                            data=data)
     q = options.tableau.order
     estimate = max(
         block_error(getattr(coarse, b), getattr(fine, b), scale) for b in BLOCKS
@@ -292,7 +308,7 @@ def audit_problem(
     report = audit(
         problem.dynamics, problem.z0, problem.theta, problem.times, loss=problem.loss,
         solver=solver, rtol=rtol, atol=atol, steps=steps, methods=methods, name=problem.name,
-        description=problem.description,
+        description=problem.description, targets=problem.targets, data=problem.data,
     )
     if problem.notes:
         summary = report.problems[-1]

@@ -17,7 +17,13 @@ from numeric import (
     check_solver_options,
     compute_gradient,
 )
-from numeric._checks import check_compiled, check_state, check_theta, check_times
+from numeric._checks import (
+    check_compiled,
+    check_data,
+    check_state,
+    check_theta,
+    check_times,
+)
 
 from ._diagnose import diagnose
 from ._report import BLOCKS, REFERENCE_KINDS, ProblemSummary, Report, Row, Skipped
@@ -64,7 +70,8 @@ REFERENCES = ("exact", "high_precision", "forward_sensitivity", "discrete")
 
 def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
                    *, digits: int = 30, reference: str | None = None,
-                   solver: str = "rk4", steps: int | None = None) -> ReferenceGradient:
+                   solver: str = "rk4", steps: int | None = None,
+                   data: NDArray | None = None) -> ReferenceGradient:
     """A reference gradient with the error it may carry.
 
     ``reference=None`` takes the most accurate available: ``exact`` (linear autonomous
@@ -81,7 +88,7 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
         options = check_solver_options(solver, steps=steps, rtol=None, atol=None,
                                        max_steps=1_000_000)
         method = "complex_step" if not compiled.non_analytic else "discrete_adjoint"
-        g = compute_gradient(compiled, z0, theta, times, method, options)
+        g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
         return ReferenceGradient(g, f"{method} on {options.describe()}", ROUNDING,
                                  REFERENCE_KINDS["discrete"])
     ladder = ("exact", "high_precision") if reference is None else (reference,)
@@ -90,7 +97,8 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
         if method == "forward_sensitivity":
             break
         try:
-            g = compute_gradient(compiled, z0, theta, times, method, None, digits=digits)
+            g = compute_gradient(compiled, z0, theta, times, method, None, digits=digits,
+                                 data=data)
         except (MethodUnavailable, IntegrationError) as exc:
             if reference is not None:
                 raise
@@ -102,7 +110,7 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
         return ReferenceGradient(g, method, error)
     options = check_solver_options("dopri5", steps=None, rtol=1e-13, atol=1e-15,
                                    max_steps=100_000)
-    g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options)
+    g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options, data=data)
     return ReferenceGradient(g, "forward_sensitivity@1e-13", solver_tolerance(1e-13, 1e-15))
 
 
@@ -153,6 +161,8 @@ def audit_gradient(
     reference: str | None = None,
     solver: str = "rk4",
     steps: int | None = None,
+    targets=(),
+    data=None,
 ) -> Report:
     """Audit an outside gradient implementation, blockwise, against the best reference.
 
@@ -177,6 +187,9 @@ def audit_gradient(
         The reference to hold the implementation to (see :func:`best_reference`): None for
         the most accurate available, or ``"exact"``, ``"high_precision"``,
         ``"forward_sensitivity"``, ``"discrete"`` (with ``solver`` and ``steps``).
+    targets, data
+        Data symbols of the loss and their values at ``times[1:]`` (see
+        :func:`numeric.gradient`); ``grad_fn`` holds its own copy of the data.
 
     Returns
     -------
@@ -192,10 +205,11 @@ def audit_gradient(
     InputError
         ``rtol`` is below what the reference can certify.
     """
-    compiled = check_compiled(dynamics, loss)
+    compiled = check_compiled(dynamics, loss, targets=targets)
     z0_2d, single = check_state(z0, compiled.n)
     theta = check_theta(theta, compiled.p)
     times = check_times(times)
+    data = check_data(data, compiled.k, len(times) - 1, z0_2d.shape[0])
     ok = isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and rtol > 0
     if not ok or not np.isfinite(rtol):
         raise InputError(f"`rtol` must be a finite number > 0, got {rtol!r}.")
@@ -203,7 +217,7 @@ def audit_gradient(
         raise InputError(f"`grad_fn` must be callable, got {type(grad_fn).__name__}.")
     label = name or getattr(grad_fn, "__name__", "implementation")
     reference = best_reference(compiled, z0_2d, theta, times, digits=digits,
-                               reference=reference, solver=solver, steps=steps)
+                               reference=reference, solver=solver, steps=steps, data=data)
     if rtol < REFERENCE_MARGIN * reference.error:
         raise InputError(
             f"`rtol` = {rtol:g} is below what the reference ({reference.label}, error "
@@ -218,7 +232,7 @@ def audit_gradient(
     report = Report()
     compare_to_reference(
         report, blocks, reference, rtol, label,
-        context=AuditContext(compiled, grad_fn, z0_2d, theta, times, single, digits),
+        context=AuditContext(compiled, grad_fn, z0_2d, theta, times, single, digits, data),
     )
     report.problems.append(ProblemSummary(
         name=label,
@@ -244,13 +258,16 @@ class AuditContext:
     times: NDArray
     single: bool
     digits: int
+    data: NDArray | None = None
 
 
 def _last_observation_only(ctx: AuditContext) -> dict[str, NDArray] | None:
     """Gradient of the loss applied at t_N only, on the same trajectory."""
     short = np.array([ctx.times[0], ctx.times[-1]])
     try:
-        ref = best_reference(ctx.compiled, ctx.z0, ctx.theta, short, digits=ctx.digits)
+        last = None if ctx.data is None else ctx.data[-1:]
+        ref = best_reference(ctx.compiled, ctx.z0, ctx.theta, short, digits=ctx.digits,
+                             data=last)
     except (IntegrationError, MethodUnavailable):
         return None
     times_grad = np.zeros_like(ctx.times)
@@ -266,7 +283,8 @@ def _span_errors(ctx: AuditContext, blocks_failed: list[str]) -> list[float] | N
     for k in range(1, len(ctx.times)):
         times = ctx.times[: k + 1]
         try:
-            ref = best_reference(ctx.compiled, ctx.z0, ctx.theta, times, digits=ctx.digits)
+            ref = best_reference(ctx.compiled, ctx.z0, ctx.theta, times, digits=ctx.digits,
+                                 data=None if ctx.data is None else ctx.data[:k])
             z0 = ctx.z0[0] if ctx.single else ctx.z0
             expected = {"z0": z0.shape, "theta": ctx.theta.shape, "times": times.shape}
             blocks = call_implementation(ctx.grad_fn, z0, ctx.theta, times, expected)

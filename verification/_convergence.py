@@ -16,7 +16,13 @@ from numeric import (
     check_solver_options,
     compute_gradient,
 )
-from numeric._checks import check_compiled, check_state, check_theta, check_times
+from numeric._checks import (
+    check_compiled,
+    check_data,
+    check_state,
+    check_theta,
+    check_times,
+)
 from numeric._gradient import check_method
 
 from ._report import BLOCKS
@@ -163,6 +169,8 @@ def convergence_study(
     steps: Sequence[int] = (4, 8, 16, 32),
     rtols: Sequence[float] = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8),
     reference: str | None = None,
+    targets=(),
+    data=None,
 ) -> ConvergenceStudy:
     """Run ``method`` over a sequence of step counts (fixed-step ``solver``) or tolerances
     (``dopri5``, with ``atol = rtol / 100``) and fit the observed order against a reference.
@@ -175,12 +183,13 @@ def convergence_study(
     ConvergenceStudy
         With ``observed_order`` and ``passed``.
     """
-    compiled = check_compiled(dynamics, loss)
+    compiled = check_compiled(dynamics, loss, targets=targets)
     z0, _ = check_state(z0, compiled.n)
     theta = check_theta(theta, compiled.p)
     times = check_times(times)
+    data = check_data(data, compiled.k, len(times) - 1, z0.shape[0])
     method = check_method(method)
-    ref, ref_label = _reference(compiled, z0, theta, times, reference)
+    ref, ref_label = _reference(compiled, z0, theta, times, reference, data)
     scale = float(np.sqrt(sum(np.linalg.norm(getattr(ref, b)) ** 2 for b in BLOCKS)))
     adaptive = solver == "dopri5"
     values = np.array(rtols if adaptive else steps, dtype=float)
@@ -195,7 +204,7 @@ def convergence_study(
             options = check_solver_options(solver, steps=int(value), rtol=None, atol=None,
                                            max_steps=100_000)
             sizes.append(float(np.max(np.diff(times))) / int(value))
-        g = compute_gradient(compiled, z0, theta, times, method, options)
+        g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
         for b in BLOCKS:
             errors[b].append(block_error(getattr(g, b), getattr(ref, b), scale))
     err = {b: np.array(e) for b, e in errors.items()}
@@ -217,7 +226,7 @@ def convergence_study(
     )
 
 
-def _reference(compiled, z0, theta, times, name):
+def _reference(compiled, z0, theta, times, name, data):
     ladder = [name] if name is not None else ["exact", "high_precision", "forward_sensitivity"]
     reasons = []
     for candidate in ladder:
@@ -225,7 +234,7 @@ def _reference(compiled, z0, theta, times, name):
         options = check_solver_options("dopri5", steps=None, rtol=1e-13, atol=1e-15,
                                        max_steps=100_000)
         try:
-            g = compute_gradient(compiled, z0, theta, times, candidate, options)
+            g = compute_gradient(compiled, z0, theta, times, candidate, options, data=data)
         except (MethodUnavailable, IntegrationError) as exc:
             reasons.append(str(exc))
             continue

@@ -26,6 +26,10 @@ class Problem:
     theta : ndarray, shape (p,)
     times : ndarray, shape (N+1,)
     name, description : str
+    targets : tuple of Symbols, optional
+        Data symbols of the loss.
+    data : ndarray, shape (N, B, k), optional
+        Their values at ``times[1:]``.
     """
 
     dynamics: Dynamics
@@ -36,6 +40,8 @@ class Problem:
     name: str = "problem"
     description: str = ""
     notes: tuple[str, ...] = field(default=())
+    targets: tuple = ()
+    data: NDArray | None = None
 
     def __repr__(self) -> str:
         return (

@@ -21,7 +21,13 @@ import numpy as np
 import sympy as sp
 
 from numeric import Gradient, InputError, IntegrationError, MethodUnavailable
-from numeric._checks import check_compiled, check_state, check_theta, check_times
+from numeric._checks import (
+    check_compiled,
+    check_data,
+    check_state,
+    check_theta,
+    check_times,
+)
 from symbolic import Dynamics
 
 from ._audit_gradient import (
@@ -90,15 +96,16 @@ def _good_digits(error: float) -> int:
 def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
     """The reference file's content for ``problem`` (see the module docstring)."""
     dyn = problem.dynamics
-    compiled = check_compiled(dyn, problem.loss)
+    compiled = check_compiled(dyn, problem.loss, targets=problem.targets)
     z0, _ = check_state(problem.z0, dyn.n)
     theta = check_theta(problem.theta, dyn.p)
     times = check_times(problem.times)
+    data = check_data(problem.data, compiled.k, len(times) - 1, z0.shape[0])
     try:  # the most digits: high precision where it applies, even for linear dynamics
         reference = best_reference(compiled, z0, theta, times, digits=digits,
-                                   reference="high_precision")
+                                   reference="high_precision", data=data)
     except (MethodUnavailable, IntegrationError):
-        reference = best_reference(compiled, z0, theta, times, digits=digits)
+        reference = best_reference(compiled, z0, theta, times, digits=digits, data=data)
     g = reference.gradient
     decimal = g.info.get("decimal")
     if decimal:  # high precision: its own digits, not float64's
@@ -123,6 +130,8 @@ def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
             "time": None if dyn.time is None else str(dyn.time),
         },
         "loss": str(problem.loss),
+        "targets": [str(s) for s in problem.targets],
+        "data": None if data is None else _decimals(data, INPUT_DIGITS),
         "z0": _decimals(z0, INPUT_DIGITS),
         "theta": _decimals(theta, INPUT_DIGITS),
         "times": _decimals(times, INPUT_DIGITS),
@@ -195,7 +204,7 @@ def load_reference(path: str | Path) -> LoadedReference:
             "written (sha256 differs). Do not edit reference files; write them again."
         )
     dyn_doc = _require(document, "dynamics", dict, path)
-    names = [*dyn_doc["state"], *dyn_doc["params"]]
+    names = [*dyn_doc["state"], *dyn_doc["params"], *document.get("targets", [])]
     if dyn_doc.get("time"):
         names.append(dyn_doc["time"])
     symbols = {name: sp.Symbol(name) for name in names}
@@ -207,6 +216,8 @@ def load_reference(path: str | Path) -> LoadedReference:
         time=symbols[dyn_doc["time"]] if dyn_doc.get("time") else None,
     )
     loss = sp.sympify(_require(document, "loss", str, path), locals=symbols)
+    targets = tuple(symbols[s] for s in document.get("targets", []))
+    data = document.get("data")
     problem = Problem(
         dynamics=dynamics,
         loss=loss,
@@ -215,6 +226,8 @@ def load_reference(path: str | Path) -> LoadedReference:
         times=np.array(document["times"], dtype=float),
         name=str(document.get("problem", "reference")),
         description=str(document.get("description", "")),
+        targets=targets,
+        data=None if data is None else np.array(data, dtype=float),
     )
     grad_doc = _require(document, "gradient", dict, path)
     ref_doc = _require(document, "reference", dict, path)
@@ -246,9 +259,9 @@ def check_against_reference(
                 "times": problem.times.shape}
     blocks = call_implementation(grad_fn, problem.z0, problem.theta, problem.times, expected)
     report = Report()
-    compiled = check_compiled(problem.dynamics, problem.loss)
+    compiled = check_compiled(problem.dynamics, problem.loss, targets=problem.targets)
     context = AuditContext(compiled, grad_fn, problem.z0, problem.theta, problem.times,
-                           single=False, digits=30)
+                           single=False, digits=30, data=problem.data)
     compare_to_reference(report, blocks, reference, rtol, label, context=context)
     report.problems.append(ProblemSummary(
         name=label,
