@@ -25,6 +25,7 @@ def assert_gradient_correct(
     problem: Problem,
     *,
     rtol: float | None = None,
+    atol: float = 0.0,
     reference: str | None = None,
     solver: str = "rk4",
     steps: int | None = None,
@@ -39,6 +40,8 @@ def assert_gradient_correct(
         Dynamics, loss and inputs (e.g. drawn by ``verification.strategies.problems()``).
     rtol : float, optional
         Tolerance per block, relative (default 1e-6).
+    atol : float, optional
+        Absolute tolerance per block (default 0).
     reference : str, optional
         ``None`` (the most accurate available), ``"exact"``, ``"high_precision"``,
         ``"forward_sensitivity"`` or ``"discrete"`` (the exact derivative of the fixed-step
@@ -56,7 +59,7 @@ def assert_gradient_correct(
     """
     report = audit_gradient(
         problem.dynamics, grad_fn, problem.z0, problem.theta, problem.times, loss=problem.loss,
-        rtol=DEFAULT_GRADIENT_RTOL if rtol is None else rtol, reference=reference,
+        rtol=DEFAULT_GRADIENT_RTOL if rtol is None else rtol, atol=atol, reference=reference,
         solver=solver, steps=steps, targets=problem.targets, data=problem.data,
     )
     if not report.passed:

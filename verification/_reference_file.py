@@ -246,7 +246,7 @@ def load_reference(path: str | Path) -> LoadedReference:
 
 def check_against_reference(
     loaded: LoadedReference, grad_fn, *, rtol: float = DEFAULT_GRADIENT_RTOL,
-    name: str | None = None,
+    atol: float = 0.0, name: str | None = None,
 ) -> Report:
     """Audit ``grad_fn`` against a loaded reference file, blockwise (like
     :func:`verification.audit_gradient`, with the file's gradient as the reference)."""
@@ -262,7 +262,7 @@ def check_against_reference(
     compiled = check_compiled(problem.dynamics, problem.loss, targets=problem.targets)
     context = AuditContext(compiled, grad_fn, problem.z0, problem.theta, problem.times,
                            single=False, digits=30, data=problem.data)
-    compare_to_reference(report, blocks, reference, rtol, label, context=context)
+    compare_to_reference(report, blocks, reference, rtol, label, atol=atol, context=context)
     report.problems.append(ProblemSummary(
         name=label,
         description=f"checked against the reference file of {problem.name!r}",
