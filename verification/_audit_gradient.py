@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ __all__ = [
     "DEFAULT_GRADIENT_RTOL",
     "REFERENCES",
     "GradientShapeError",
+    "ImplementationError",
     "ReferenceGradient",
     "audit_gradient",
     "best_reference",
@@ -52,6 +55,10 @@ SPAN_GROWTH = 10.0
 
 class GradientShapeError(InputError):
     """The implementation under audit returned something of the wrong form or shape."""
+
+
+class ImplementationError(InputError):
+    """The implementation under audit raised an exception (chained as ``__cause__``)."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +142,17 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
 
 def call_implementation(grad_fn, z0, theta, times, expected: Mapping[str, tuple]):
     """Call ``grad_fn`` on copies of the inputs and check the form of what it returns."""
-    out = grad_fn(np.array(z0, copy=True), np.array(theta, copy=True),
-                  np.array(times, copy=True))
+    try:
+        out = grad_fn(np.array(z0, copy=True), np.array(theta, copy=True),
+                      np.array(times, copy=True))
+    except Exception as exc:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        raise ImplementationError(
+            f"the implementation under audit raised {type(exc).__name__}: {exc} (at "
+            f"{Path(frame.filename).name}:{frame.lineno}); it was called as grad_fn(z0, theta, "
+            f"times) with z0 of shape {np.shape(z0)}, theta {np.shape(theta)}, times "
+            f"{np.shape(times)}."
+        ) from exc
     if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
         raise GradientShapeError(
             "`grad_fn` must return a tuple (dz0, dtheta) or (dz0, dtheta, dtimes), got "
@@ -374,7 +390,7 @@ def compare_to_reference(
             mixed[0] = last_only["times"][0]
             alternatives["times"].append((sentence, mixed))
         spans = _span_errors(context, failed)
-        if spans and spans[0] > 0 and all(np.diff(spans) > 0) and (
+        if spans and np.all(np.isfinite(spans)) and spans[0] > 0 and all(np.diff(spans) > 0) and (
             spans[-1] >= SPAN_GROWTH * spans[0]
         ):
             shown = ", ".join(f"{e:.1e}" for e in spans)

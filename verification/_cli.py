@@ -91,6 +91,8 @@ def _build_parser() -> _Parser:
                        "function grad(z0, theta, times) -> (dz0, dtheta[, dtimes])")
     check.add_argument("--rtol", type=_positive_float, default=DEFAULT_GRADIENT_RTOL,
                        help=f"tolerance per block, relative (default {DEFAULT_GRADIENT_RTOL:g})")
+    check.add_argument("--atol", type=float, default=0.0,
+                       help="absolute tolerance per block (default 0)")
     _add_output(check)
     conv = sub.add_parser("convergence", help="observed order of a method on a built-in "
                           "problem, optionally plotted")
@@ -198,7 +200,10 @@ def _run(args: argparse.Namespace) -> int:
         fmt = _output_format(args)
         loaded = load_reference(args.file)
         fn = _load_implementation(args.impl)
-        report = check_against_reference(loaded, fn, rtol=args.rtol, name=args.impl)
+        if not args.atol >= 0:
+            raise UsageError(f"--atol must be >= 0, got {args.atol}")
+        report = check_against_reference(loaded, fn, rtol=args.rtol, atol=args.atol,
+                                         name=args.impl)
         return _print_report(report, fmt)
     if args.command == "convergence":
         problem = _problem(args.problem)
