@@ -18,10 +18,13 @@ same work. Run::
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
+import sys
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -37,6 +40,9 @@ SIZES = (3, 8, 16)
 ROUNDING = 1e-12
 #: Wall time one ``repeat`` of a measurement aims for; the best of ``--repeat`` is kept.
 TARGET_SECONDS = 0.05
+#: glibc ``mallopt`` parameters, and the size below which freed memory stays in the heap.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+HEAP_KEEP_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -96,13 +102,23 @@ def numpy_vjp_params(z: NDArray, W: NDArray, b: NDArray, a: NDArray) -> NDArray:
 
 
 # -- measurement --------------------------------------------------------------------------
-def best_time(call: Callable[[], object], repeat: int) -> float:
-    """Best seconds per call over ``repeat`` repeats of about ``TARGET_SECONDS`` each."""
-    timer = timeit.Timer(call)
-    call()  # warm up
-    single = min(timer.repeat(repeat=3, number=1))
-    number = max(1, int(TARGET_SECONDS / max(single, 1e-9)))
-    return min(timer.repeat(repeat=repeat, number=number)) / number
+def best_times(calls: Sequence[Callable[[], object]], repeat: int) -> list[float]:
+    """Best seconds per call of each of ``calls``, over ``repeat`` interleaved repeats.
+
+    Each repeat runs every call for about ``TARGET_SECONDS`` in turn, so a burst of load
+    from other processes slows all of them alike instead of one side of the ratio.
+    """
+    timers = [timeit.Timer(call) for call in calls]
+    numbers = []
+    for call, timer in zip(calls, timers, strict=True):
+        call()  # warm up
+        single = min(timer.repeat(repeat=3, number=1))
+        numbers.append(max(1, int(TARGET_SECONDS / max(single, 1e-9))))
+    best = [float("inf")] * len(calls)
+    for _ in range(repeat):
+        for i, (timer, number) in enumerate(zip(timers, numbers, strict=True)):
+            best[i] = min(best[i], timer.timeit(number=number) / number)
+    return best
 
 
 def check_equal(name: str, n: int, compiled: NDArray, reference: NDArray) -> None:
@@ -115,6 +131,28 @@ def check_equal(name: str, n: int, compiled: NDArray, reference: NDArray) -> Non
         compiled, reference, rtol=ROUNDING, atol=ROUNDING * scale,
         err_msg=f"n={n} {name}: compiled and NumPy disagree",
     )
+
+
+def keep_freed_memory() -> str:
+    """Stop glibc returning freed blocks to the OS between calls, if this is glibc.
+
+    The ``(B, p)`` results are a few hundred kB: depending on the allocation history glibc
+    either reuses them from its heap or maps and unmaps fresh pages on every call, whose
+    page faults then cost more than the arithmetic (both sides, but run-dependently: the
+    same row measured 190 µs or 620 µs in consecutive runs). Pinning the thresholds makes
+    the measurement the arithmetic. Nothing outside this process is changed.
+    """
+    if not sys.platform.startswith("linux"):
+        return "malloc defaults (not Linux)"
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        pinned = all(libc.mallopt(param, HEAP_KEEP_BYTES) == 1
+                     for param in (M_TRIM_THRESHOLD, M_MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        pinned = False
+    if not pinned:
+        return "malloc defaults (mallopt unavailable)"
+    return f"glibc trim/mmap thresholds pinned at {HEAP_KEEP_BYTES // 2**20} MiB"
 
 
 def blas_description() -> str:
@@ -143,12 +181,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1024, help="batch size B (default 1024)")
     parser.add_argument("--repeat", type=int, default=5,
                         help="timing repeats, the best is kept (default 5)")
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="keep glibc's malloc thresholds (timings then depend on page "
+                        "faults for results of a few hundred kB)")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.repeat < 1:
         parser.error(f"--batch and --repeat must be positive, got {args.batch}, {args.repeat}")
 
+    allocator = "malloc defaults" if args.malloc_defaults else keep_freed_memory()
     print(f"numpy {np.__version__}, sympy {sp.__version__}; BLAS: {blas_description()}")
-    print(f"B = {args.batch}, best of {args.repeat} repeats\n")
+    print(f"B = {args.batch}, best of {args.repeat} repeats; {allocator}\n")
 
     compile_times: dict[int, float] = {}
     rows: list[tuple[int, str, float, float]] = []
@@ -170,8 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         for name, (compiled_call, numpy_call) in cases.items():
             check_equal(name, n, compiled_call(), numpy_call())
-            rows.append((n, name, best_time(compiled_call, args.repeat),
-                         best_time(numpy_call, args.repeat)))
+            rows.append((n, name, *best_times([compiled_call, numpy_call], args.repeat)))
 
     print(f"{'n':>3}  {'function':<10}  {'compiled (µs)':>13}  {'numpy (µs)':>10}  "
           f"{'compiled/numpy':>14}")
