@@ -20,9 +20,11 @@ __all__ = [
     "DEFAULT_MAX_STEPS",
     "DEFAULT_RTOL",
     "DEFAULT_STEPS",
+    "CheckedProblem",
     "SolverOptions",
     "check_compiled",
     "check_data",
+    "check_problem",
     "check_solver_options",
     "check_state",
     "check_theta",
@@ -222,3 +224,29 @@ def check_data(data: Any, k: int, n_obs: int, batch: int) -> NDArray | None:
 def observed(data: NDArray | None, i: int) -> NDArray | None:
     """The targets at observation ``i`` (``1 <= i <= N``), or None without targets."""
     return None if data is None else data[i - 1]
+
+
+@dataclass(frozen=True)
+class CheckedProblem:
+    """The inputs of a gradient problem, checked once at a public entry point.
+
+    ``z0`` is always ``(B, n)``; ``single`` says the caller passed one ``(n,)`` sample.
+    """
+
+    compiled: CompiledForm
+    z0: NDArray
+    single: bool
+    theta: NDArray
+    times: NDArray
+    data: NDArray | None
+
+
+def check_problem(dynamics: Any, loss: Any, z0: Any, theta: Any, times: Any, *,
+                  targets: Any = (), data: Any = None) -> CheckedProblem:
+    """Compile and check every input of a gradient problem (the ``check_*`` helpers above)."""
+    compiled = check_compiled(dynamics, loss, targets=targets)
+    z0_2d, single = check_state(z0, compiled.n)
+    theta = check_theta(theta, compiled.p)
+    times = check_times(times)
+    data = check_data(data, compiled.k, len(times) - 1, z0_2d.shape[0])
+    return CheckedProblem(compiled, z0_2d, single, theta, times, data)

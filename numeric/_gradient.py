@@ -16,12 +16,8 @@ from symbolic import CompiledForm
 from ._checks import (
     DEFAULT_MAX_STEPS,
     SolverOptions,
-    check_compiled,
-    check_data,
+    check_problem,
     check_solver_options,
-    check_state,
-    check_theta,
-    check_times,
 )
 from ._continuous import (
     backsolve_adjoint,
@@ -223,11 +219,12 @@ def gradient(
     numeric.IntegrationError
         A solve failed; no gradient is computed from a failed solve.
     """
-    compiled = check_compiled(dynamics, loss, targets=targets)
+    checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
+    compiled, z0_2d, single, theta, times, data = (
+        checked.compiled, checked.z0, checked.single, checked.theta, checked.times,
+        checked.data,
+    )
     method = check_method(method)
-    z0_2d, single = check_state(z0, compiled.n)
-    theta = check_theta(theta, compiled.p)
-    times = check_times(times)
     options = check_solver_options(solver, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps)
     if digits is None:
         digits = DEFAULT_DIGITS
@@ -237,7 +234,6 @@ def gradient(
         raise InputError(
             f"`digits` must be an integer >= 16 (more than float64 gives), got {digits!r}."
         )
-    data = check_data(data, compiled.k, len(times) - 1, z0_2d.shape[0])
     result = compute_gradient(compiled, z0_2d, theta, times, method, options, digits=int(digits),
                               data=data)
     if single:

@@ -17,13 +17,7 @@ from numeric import (
     check_solver_options,
     compute_gradient,
 )
-from numeric._checks import (
-    check_compiled,
-    check_data,
-    check_state,
-    check_theta,
-    check_times,
-)
+from numeric._checks import check_problem
 from numeric._gradient import check_method
 
 from ._diagnose import diagnose
@@ -121,11 +115,10 @@ def audit(
         ``passed`` is False when any comparison fails; a method that cannot serve the
         problem is listed in ``skipped`` with the reason.
     """
-    compiled = check_compiled(dynamics, loss, targets=targets)
-    z0_2d, _ = check_state(z0, compiled.n)
-    theta = check_theta(theta, compiled.p)
-    times = check_times(times)
-    data = check_data(data, compiled.k, len(times) - 1, z0_2d.shape[0])
+    checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
+    compiled, z0_2d, theta, times, data = (
+        checked.compiled, checked.z0, checked.theta, checked.times, checked.data
+    )
     if solver == "dopri5" or solver not in ("euler", "midpoint", "rk4"):
         rtol = AUDIT_RTOL if rtol is None else rtol
         atol = AUDIT_ATOL if atol is None else atol

@@ -19,13 +19,7 @@ from numeric import (
     check_solver_options,
     compute_gradient,
 )
-from numeric._checks import (
-    check_compiled,
-    check_data,
-    check_state,
-    check_theta,
-    check_times,
-)
+from numeric._checks import check_problem
 
 from ._diagnose import EXPLAINED, diagnose
 from ._report import BLOCKS, REFERENCE_KINDS, ProblemSummary, Report, Row, Skipped
@@ -246,11 +240,11 @@ def audit_gradient(
     InputError
         ``rtol`` is below what the reference can certify.
     """
-    compiled = check_compiled(dynamics, loss, targets=targets)
-    z0_2d, single = check_state(z0, compiled.n)
-    theta = check_theta(theta, compiled.p)
-    times = check_times(times)
-    data = check_data(data, compiled.k, len(times) - 1, z0_2d.shape[0])
+    checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
+    compiled, z0_2d, single, theta, times, data = (
+        checked.compiled, checked.z0, checked.single, checked.theta, checked.times,
+        checked.data,
+    )
     ok = isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and rtol > 0
     if not ok or not np.isfinite(rtol):
         raise InputError(f"`rtol` must be a finite number > 0, got {rtol!r}.")

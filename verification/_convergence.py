@@ -16,13 +16,7 @@ from numeric import (
     check_solver_options,
     compute_gradient,
 )
-from numeric._checks import (
-    check_compiled,
-    check_data,
-    check_state,
-    check_theta,
-    check_times,
-)
+from numeric._checks import check_problem
 from numeric._gradient import check_method
 
 from ._report import BLOCKS
@@ -183,11 +177,10 @@ def convergence_study(
     ConvergenceStudy
         With ``observed_order`` and ``passed``.
     """
-    compiled = check_compiled(dynamics, loss, targets=targets)
-    z0, _ = check_state(z0, compiled.n)
-    theta = check_theta(theta, compiled.p)
-    times = check_times(times)
-    data = check_data(data, compiled.k, len(times) - 1, z0.shape[0])
+    checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
+    compiled, z0, theta, times, data = (
+        checked.compiled, checked.z0, checked.theta, checked.times, checked.data
+    )
     method = check_method(method)
     ref, ref_label = _reference(compiled, z0, theta, times, reference, data)
     scale = float(np.sqrt(sum(np.linalg.norm(getattr(ref, b)) ** 2 for b in BLOCKS)))

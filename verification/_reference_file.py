@@ -21,13 +21,7 @@ import numpy as np
 import sympy as sp
 
 from numeric import Gradient, InputError, IntegrationError, MethodUnavailable
-from numeric._checks import (
-    check_compiled,
-    check_data,
-    check_state,
-    check_theta,
-    check_times,
-)
+from numeric._checks import check_compiled, check_problem
 from symbolic import Dynamics
 
 from ._audit_gradient import (
@@ -96,11 +90,11 @@ def _good_digits(error: float) -> int:
 def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
     """The reference file's content for ``problem`` (see the module docstring)."""
     dyn = problem.dynamics
-    compiled = check_compiled(dyn, problem.loss, targets=problem.targets)
-    z0, _ = check_state(problem.z0, dyn.n)
-    theta = check_theta(problem.theta, dyn.p)
-    times = check_times(problem.times)
-    data = check_data(problem.data, compiled.k, len(times) - 1, z0.shape[0])
+    checked = check_problem(dyn, problem.loss, problem.z0, problem.theta, problem.times,
+                            targets=problem.targets, data=problem.data)
+    compiled, z0, theta, times, data = (
+        checked.compiled, checked.z0, checked.theta, checked.times, checked.data
+    )
     try:  # the most digits: high precision where it applies, even for linear dynamics
         reference = best_reference(compiled, z0, theta, times, digits=digits,
                                    reference="high_precision", data=data)
