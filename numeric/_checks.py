@@ -81,6 +81,8 @@ def _real_float_array(value: Any, name: str) -> NDArray:
 def check_state(z0: Any, n: int) -> tuple[NDArray, bool]:
     """``z0`` as a ``(B, n)`` float array, and whether the caller passed a single ``(n,)``."""
     array = _real_float_array(z0, "z0")
+    if array.ndim == 0 and n == 1:
+        return array.reshape(1, 1).copy(), True
     if array.ndim == 1 and array.shape[0] == n:
         return array[None, :].copy(), True
     if array.ndim == 2 and array.shape[1] == n and array.shape[0] >= 1:
@@ -139,7 +141,7 @@ class SolverOptions:
     def describe(self) -> str:
         if self.tableau.adaptive:
             return f"{self.name} (rtol={self.rtol:g}, atol={self.atol:g})"
-        return f"{self.name} ({self.steps} steps per interval)"
+        return f"{self.name} ({self.steps} step{'s' if self.steps != 1 else ''} per interval)"
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -178,7 +180,13 @@ def check_solver_options(
                 "its own steps; set rtol/atol instead, or pick solver='rk4'."
             )
         rtol = _tolerance(DEFAULT_RTOL if rtol is None else rtol, "rtol", allow_zero=False)
-        atol = _tolerance(DEFAULT_ATOL if atol is None else atol, "atol", allow_zero=True)
+        if atol is not None and atol == 0:
+            raise InputError(
+                "`atol` must be > 0: the adjoint's parameter part and the sensitivities start "
+                "at exactly zero, where a purely relative error test rejects every step; use "
+                "a small atol, e.g. atol = rtol / 100."
+            )
+        atol = _tolerance(DEFAULT_ATOL if atol is None else atol, "atol", allow_zero=False)
         if rtol < 100 * np.finfo(float).eps:
             raise InputError(
                 f"`rtol` = {rtol:g} is below what float64 can deliver (100 * machine epsilon "

@@ -33,6 +33,12 @@ __all__ = [
 
 #: Complex-step size: no subtraction happens, so any tiny step is exact to rounding.
 COMPLEX_STEP = 1e-30
+#: A second, larger complex step: for an analytic map both agree to ~h^2 times the third
+#: derivative (1e-40); at a branch point (sqrt at 0) Im L(x + ih)/h grows like h^(-1/2)
+#: and the two differ wildly.
+COMPLEX_STEP_CHECK = 1e-20
+#: Relative disagreement of the two complex steps that marks the map as not analytic.
+ANALYTIC_AGREEMENT = 1e-8
 #: Central-difference step scale, eps**(1/3): balances O(h^2) truncation and O(eps/h)
 #: rounding (shared/MATH.md, "Finite differences").
 FD_STEP_SCALE = float(np.finfo(float).eps) ** (1.0 / 3.0)
@@ -206,15 +212,16 @@ def discrete_adjoint_gradient(
                 if not compiled.autonomous:
                     tau_bar = float(np.sum(k_bar * compiled.time_partial(stage_z[i], theta, tau)))
                     t_bar += tau_bar
-                    h_bar += c_live[i] * tau_bar
+                    if c_live[i]:  # a zero coefficient contributes exactly zero, even where
+                        h_bar += c_live[i] * tau_bar  # df/dt is infinite (sqrt(t) at t=0)
                 if i:
                     h_bar += float(
                         np.sum(stage_zbar[i] * np.tensordot(a_live[i, :i], stage_k[:i], axes=1))
                     )
             lam = lam + stage_zbar.sum(axis=0)
             s_k, ds = fractions[k - 1], fractions[k] - fractions[k - 1]
-            grad_times[j] += t_bar * (1.0 - s_k) - h_bar * ds
-            grad_times[j + 1] += t_bar * s_k + h_bar * ds
+            grad_times[j] += (t_bar * (1.0 - s_k) if s_k != 1.0 else 0.0) - h_bar * ds
+            grad_times[j + 1] += (t_bar * s_k if s_k else 0.0) + h_bar * ds
         if j >= 1:
             lam = lam + compiled.loss_grad(run.zs[j], observed(data, j))
     return float(run.loss), lam, grad_theta, grad_times
@@ -236,8 +243,10 @@ def complex_step_gradient(
               \qquad h = 10^{-30}
 
     The batch is perturbed one state component at a time in every sample at once: samples
-    do not interact, so each sample's loss carries its own derivative. Cost: ``n + p + N+1``
-    complex replays.
+    do not interact, so each sample's loss carries its own derivative. Each direction is
+    also run with the larger step ``COMPLEX_STEP_CHECK``: the two agree to rounding for an
+    analytic map and disagree at a branch point (``sqrt(t)`` at ``t = 0``), where the method
+    refuses with ``MethodUnavailable``. Cost: ``2 (n + p + N+1)`` complex replays.
     """
     if compiled.non_analytic:
         raise MethodUnavailable(
@@ -249,23 +258,39 @@ def complex_step_gradient(
     def run(z=z0, th=theta, ts=times):
         return replay(compiled, z, th, ts, grid, tableau, data=data)
 
+    def derivative(what: str, **moved) -> NDArray:
+        """Im L / h for the complex step h, checked against the larger step."""
+        values = []
+        for h in (COMPLEX_STEP, COMPLEX_STEP_CHECK):
+            out = run(**{key: make(h) for key, make in moved.items()})
+            values.append((out.sample_loss if what.startswith("z0") else out.loss).imag / h)
+        fine, coarse = values
+        if np.any(np.abs(fine - coarse) > ANALYTIC_AGREEMENT * np.maximum(np.abs(fine), 1e-300)):
+            raise MethodUnavailable(
+                "complex_step",
+                f"the loss is not complex-analytic in {what} here: steps {COMPLEX_STEP:g}i and "
+                f"{COMPLEX_STEP_CHECK:g}i give {np.ravel(fine)[0]:.6g} and "
+                f"{np.ravel(coarse)[0]:.6g} (a branch point, e.g. sqrt(t) at t = 0); use "
+                "'discrete_adjoint'.",
+            )
+        return fine
+
+    def shifted(array, index):
+        def make(h):
+            out = array.astype(complex)
+            out[index] += 1j * h
+            return out
+
+        return make
+
     base = run()
     grad_z0 = np.zeros_like(z0)
     for j in range(z0.shape[1]):
-        z = z0.astype(complex)
-        z[:, j] += 1j * COMPLEX_STEP
-        grad_z0[:, j] = run(z=z).sample_loss.imag
-    grad_z0 /= COMPLEX_STEP
-    grad_theta = np.zeros_like(theta)
-    for j in range(theta.shape[0]):
-        th = theta.astype(complex)
-        th[j] += 1j * COMPLEX_STEP
-        grad_theta[j] = run(th=th).loss.imag / COMPLEX_STEP
-    grad_times = np.zeros_like(times)
-    for j in range(times.shape[0]):
-        ts = times.astype(complex)
-        ts[j] += 1j * COMPLEX_STEP
-        grad_times[j] = run(ts=ts).loss.imag / COMPLEX_STEP
+        grad_z0[:, j] = derivative(f"z0[:, {j}]", z=shifted(z0, (slice(None), j)))
+    grad_theta = np.array([derivative(f"theta[{j}]", th=shifted(theta, j))
+                           for j in range(theta.shape[0])], dtype=float).reshape(theta.shape)
+    grad_times = np.array([derivative(f"times[{j}]", ts=shifted(times, j))
+                           for j in range(times.shape[0])], dtype=float)
     return float(base.loss), grad_z0, grad_theta, grad_times
 
 
@@ -297,12 +322,20 @@ def finite_difference_gradient(
     base_loss = run().sum()
     eps = float(np.finfo(float).eps)
 
-    def central(perturb, step, total: bool):
+    def central(perturb, step, total: bool, what: str):
         """(D_h, error estimate) for one input direction; ``perturb(delta)`` gives the
         replay's per-sample losses with the entry moved by ``delta``."""
         values = {}
         for factor in (1.0, 2.0):
-            plus, minus = perturb(factor * step), perturb(-factor * step)
+            try:
+                plus, minus = perturb(factor * step), perturb(-factor * step)
+            except IntegrationError as exc:
+                raise MethodUnavailable(
+                    "finite_difference",
+                    f"moving {what} by +-{float(np.max(factor * step)):.1e} makes the solve fail "
+                    f"({exc.cause} at t={exc.t:.6g}): the input sits at the edge of the "
+                    "domain of f (e.g. sqrt(t) from t_0 = 0); use 'discrete_adjoint'.",
+                ) from exc
             if total:
                 plus, minus = plus.sum(), minus.sum()
             values[factor] = ((plus - minus) / (2 * factor * step), np.abs(plus) + np.abs(minus))
@@ -319,20 +352,20 @@ def finite_difference_gradient(
         step = FD_STEP_SCALE * np.maximum(1.0, np.abs(z0[:, j]))
         grad_z0[:, j], est_z0[:, j] = central(
             lambda d, j=j: run(z=moved(z0, (slice(None), j), d)),
-            step, total=False)
+            step, total=False, what=f"z0[:, {j}]")
     grad_theta, est_theta = np.zeros_like(theta), np.zeros_like(theta)
     for j in range(theta.shape[0]):
         step = FD_STEP_SCALE * max(1.0, abs(theta[j]))
         grad_theta[j], est_theta[j] = central(
             lambda d, j=j: run(th=moved(theta, j, d)),
-            step, total=True)
+            step, total=True, what=f"theta[{j}]")
     grad_times, est_times = np.zeros_like(times), np.zeros_like(times)
     min_gap = float(np.min(np.diff(times)))
     for j in range(times.shape[0]):
         step = min(FD_STEP_SCALE * max(1.0, abs(times[j])), 0.05 * min_gap)
         grad_times[j], est_times[j] = central(
             lambda d, j=j: run(ts=moved(times, j, d)),
-            step, total=True)
+            step, total=True, what=f"times[{j}]")
     estimate = {
         "z0": float(np.linalg.norm(est_z0)),
         "theta": float(np.linalg.norm(est_theta)),

@@ -31,7 +31,7 @@ from ._discrete import (
     discrete_adjoint_gradient,
     finite_difference_gradient,
 )
-from ._errors import InputError
+from ._errors import InputError, MethodUnavailable
 from ._exact import exact_gradient
 from ._high_precision import DEFAULT_DIGITS, high_precision_gradient
 from ._solve import solve_trajectory
@@ -116,6 +116,12 @@ def compute_gradient(
 ) -> Gradient:
     """:func:`gradient` on checked inputs (``z0`` is ``(B, n)``, ``data`` ``(N, B, k)`` or
     None); used by the audits."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # every block is checked for finiteness below, and every solve for its state
+        return _compute(compiled, z0, theta, times, method, options, digits, data)
+
+
+def _compute(compiled, z0, theta, times, method, options, digits, data) -> Gradient:
     info: dict[str, Any] = {}
     if method in CONTINUOUS_METHODS:
         runner = {
@@ -148,6 +154,16 @@ def compute_gradient(
             compiled, z0, theta, times, digits=digits, data=data
         )
         info.update(hp_info)
+    for block, values in (("z0", g_z0), ("theta", g_theta), ("times", g_times)):
+        bad = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=float)))
+        if bad.size:
+            raise MethodUnavailable(
+                method,
+                f"its {block} gradient is not finite at entries {bad[:6].tolist()} (flat "
+                "index): the derivative does not exist there for this method, e.g. df/dt is "
+                "infinite where a stage is evaluated (sqrt(t) at t = 0). Use a continuous "
+                "method, or start the time span inside the domain.",
+            )
     return Gradient(
         loss=float(loss),
         z0=np.asarray(g_z0, dtype=float),

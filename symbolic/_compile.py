@@ -91,8 +91,9 @@ class CompiledForm(Protocol):
 class _VectorFunction:
     """A list of SymPy expressions compiled once into a batch function.
 
-    The first ``n_batched`` argument groups are ``(B, k)`` arrays whose columns feed the
-    matching symbols; the rest are broadcast scalars (``theta`` entries, ``t``). The result
+    The batched argument groups are ``(B, k)`` arrays whose columns feed the matching
+    symbols; the scalar ones are broadcast (``theta`` entries, ``t``). Only the entries that
+    are not constants are compiled (a Jacobian in the parameters is mostly zeros). The result
     is always a ``(B, len(exprs))`` array, also where an expression is a constant or does not
     depend on the batched arguments (the classic ``lambdify`` trap of returning a scalar).
     """
@@ -102,12 +103,15 @@ class _VectorFunction:
         self._constant = [
             complex(e) if e.is_number else None for e in exprs
         ]  # evaluated without a call
+        self._live = [j for j, c in enumerate(self._constant) if c is None]
         flat_args = [s for group in arg_groups for s in group]
         self._fn: Callable[..., Any] | None = None
-        if any(c is None for c in self._constant):
-            self._fn = sp.lambdify(flat_args, list(exprs), modules="numpy", cse=True,
-                                   dummify=True)
+        if self._live:  # compile only the entries that are not constants
+            self._fn = sp.lambdify(flat_args, [exprs[j] for j in self._live], modules="numpy",
+                                   cse=True, dummify=True)
         self._all_zero = all(c == 0 for c in self._constant)
+        self._nonzero_constants = [(j, c) for j, c in enumerate(self._constant)
+                                   if c is not None and c != 0]
 
     def __call__(self, batched: Sequence[NDArray], scalars: Sequence[Any], dtype) -> NDArray:
         batch = batched[0].shape[0]
@@ -115,13 +119,11 @@ class _VectorFunction:
         if self._all_zero or self.width == 0:
             return out
         columns = [col for array in batched for col in np.ascontiguousarray(array.T)]
-        values = self._fn(*columns, *scalars) if self._fn is not None else None
-        for j, constant in enumerate(self._constant):
-            if constant is not None:
-                if constant != 0:
-                    out[:, j] = constant.real if not np.iscomplexobj(out) else constant
-            else:
-                out[:, j] = values[j]
+        for j, constant in self._nonzero_constants:
+            out[:, j] = constant.real if not np.iscomplexobj(out) else constant
+        if self._fn is not None:
+            for j, value in zip(self._live, self._fn(*columns, *scalars), strict=True):
+                out[:, j] = value
         return out
 
 

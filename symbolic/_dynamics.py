@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sympy as sp
+from sympy.core.function import AppliedUndef
 
 __all__ = ["Dynamics", "DynamicsError", "check_loss", "check_targets"]
 
@@ -53,7 +54,28 @@ def _as_symbol_tuple(value: Any, name: str, *, allow_empty: bool) -> tuple[sp.Sy
     return symbols
 
 
+def _check_real_expression(expr: sp.Expr, where: str) -> None:
+    """Neural-ODE dynamics and losses are real: no complex numbers, no undefined functions."""
+    if expr.has(sp.I) or any(n.is_real is False for n in expr.atoms(sp.Number)):
+        raise DynamicsError(
+            f"{where} contains a complex number ({_describe(expr)}); the state, parameters and "
+            "loss are real, so write the real and imaginary parts as separate states."
+        )
+    undefined = sorted({type(f).__name__ for f in expr.atoms(AppliedUndef)})
+    if undefined:
+        raise DynamicsError(
+            f"{where} uses the undefined function(s) {', '.join(undefined)}; give the "
+            "function explicitly (e.g. sympy.tanh, or an expression), adjoint-verify has to "
+            "differentiate it."
+        )
+
+
 def _as_expression_column(rhs: Any) -> sp.Matrix:
+    if isinstance(rhs, Mapping):
+        raise DynamicsError(
+            f"`rhs` must be a list, tuple or Matrix of expressions, got a {type(rhs).__name__}; "
+            "list the right-hand sides in the order of `state`."
+        )
     if isinstance(rhs, sp.MatrixBase):
         entries = list(rhs)
         if rhs.rows != 1 and rhs.cols != 1:
@@ -82,6 +104,7 @@ def _as_expression_column(rhs: Any) -> sp.Matrix:
                 f"`rhs[{position}]` must be a scalar SymPy expression, got "
                 f"{type(expr).__name__} {_describe(expr)}."
             )
+        _check_real_expression(expr, f"`rhs[{position}]`")
         column.append(expr)
     return sp.Matrix(column)
 
@@ -249,11 +272,20 @@ def check_loss(dynamics: Dynamics, loss: Any, targets: Any = ()) -> sp.Expr:
             f"`loss` must be a scalar SymPy expression, got {type(expr).__name__}; the loss "
             "is applied to each sample's z(t_i) and summed, so write it as one expression."
         )
+    _check_real_expression(expr, "`loss`")
     target_symbols = check_targets(dynamics, targets)
     unknown = sorted(expr.free_symbols - set(dynamics.state) - set(target_symbols), key=str)
     if unknown:
         names = ", ".join(str(s) for s in unknown)
         allowed = ", ".join(str(s) for s in (*dynamics.state, *target_symbols))
+        twins = [s for s in unknown if str(s) in {str(v) for v in (*dynamics.state,
+                                                                   *target_symbols)}]
+        if twins:
+            raise DynamicsError(
+                f"`loss` uses a symbol {twins[0]} with the name of a state or target but other "
+                "assumptions (e.g. real=True on one and not the other), so SymPy treats them as "
+                "different symbols; build the loss from the very symbols in `state`."
+            )
         raise DynamicsError(
             f"`loss` uses the symbol(s) {names}, which are not state variables; the loss is "
             f"applied to z(t_i) and may use only {allowed} (declare data symbols with "

@@ -386,7 +386,7 @@ BAD_INPUTS = [
                  id="rtol-below-eps"),
     pytest.param({"rtol": 0.0}, InputError, r"`rtol` must be a finite number > 0",
                  id="rtol-zero"),
-    pytest.param({"atol": -1.0}, InputError, r"`atol` must be a finite number >= 0",
+    pytest.param({"atol": -1.0}, InputError, r"`atol` must be a finite number > 0",
                  id="atol-negative"),
     pytest.param({"max_steps": 0}, InputError, r"`max_steps` must be a positive integer",
                  id="max_steps-zero"),

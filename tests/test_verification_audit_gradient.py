@@ -6,8 +6,9 @@ from mutants import linear_gradient
 
 from numeric import InputError, gradient
 from verification import GradientShapeError, audit_gradient, builtin_problem
-from verification._audit_gradient import ImplementationError, best_reference
+from verification._audit_gradient import ImplementationError
 from verification._cli import main
+from verification._references import best_reference
 
 SEED = builtin_problem("linear")
 

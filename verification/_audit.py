@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from numeric._gradient import check_method
 
 from ._diagnose import diagnose
 from ._problems import Problem
+from ._references import ReferenceGradient, best_reference
 from ._report import BLOCKS, REFERENCE_KINDS, ProblemSummary, Report, Row, Skipped
 from ._tolerances import (
     FINITE_DIFFERENCE,
@@ -37,27 +38,23 @@ __all__ = ["AUDIT_ATOL", "AUDIT_RTOL", "audit", "audit_problem"]
 #: method lands within solver_tolerance(1e-10) ~ 1e-7 of the exact gradient.
 AUDIT_RTOL = 1e-10
 AUDIT_ATOL = 1e-12
-#: The fallback continuous reference when neither `exact` nor `high_precision` applies:
-#: forward sensitivity (no backward pass, stable wherever the forward solve is) at the
-#: tightest tolerances float64 supports.
-FALLBACK_RTOL = 1e-13
-FALLBACK_ATOL = 1e-15
 #: For fixed-step solvers the tolerance of a continuous method is this multiple of the
 #: discretization error, estimated by Richardson extrapolation of the discrete adjoint on
 #: `steps` and `2 steps` (methods of the same order share the leading error term within a
 #: small factor).
 ORDER_SAFETY = 10.0
+#: A fixed-step grid is too coarse to audit when its estimated discretization error
+#: exceeds this (relative): a tolerance that loose would pass a sign error.
+COARSE_LIMIT = 1e-2
+#: ... or when the discrete adjoint on steps, 2 steps, 4 steps does not converge at the
+#: method's order within this margin: the Richardson estimate then means nothing.
+ORDER_MARGIN = 0.5
 #: A finite-difference block may deviate by this multiple of its own error estimate: the
 #: step-doubling estimate of the truncation error is asymptotically exact, the rounding
 #: bound is a worst case, so a factor 10 covers both without hiding a real disagreement.
 FD_SAFETY = 10.0
-
-
-@dataclass
-class _Reference:
-    gradient: Gradient
-    label: str
-    error: float  # relative error the reference itself may carry
+#: The methods whose results are references rather than rows of their own.
+_REFERENCE_METHODS = ("exact", "high_precision")
 
 
 def _gradient_scale(g: Gradient) -> float:
@@ -88,7 +85,9 @@ def audit(
     rtol = 1e-13. Continuous methods are held to ``solver_tolerance(rtol)`` (fixed-step
     solvers: a multiple of the discretization error), the discrete adjoint to ``ROUNDING``
     against complex step on the same frozen grid, and finite differences to
-    ``FINITE_DIFFERENCE`` (verification/_tolerances.py).
+    ``FINITE_DIFFERENCE`` or their own error estimate (verification/_tolerances.py). The
+    references needed for the rows asked for are computed whether or not they are listed
+    in ``methods``.
 
     Parameters
     ----------
@@ -114,6 +113,11 @@ def audit(
     Report
         ``passed`` is False when any comparison fails; a method that cannot serve the
         problem is listed in ``skipped`` with the reason.
+
+    Raises
+    ------
+    numeric.InputError
+        Malformed inputs, or ``methods`` that leave nothing to compare.
     """
     checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
     compiled, z0_2d, theta, times, data = (
@@ -123,104 +127,114 @@ def audit(
         rtol = AUDIT_RTOL if rtol is None else rtol
         atol = AUDIT_ATOL if atol is None else atol
     options = check_solver_options(solver, steps=steps, rtol=rtol, atol=atol, max_steps=10_000)
-    if methods is None:
-        methods = METHODS
-    methods = [check_method(m) for m in methods]
+    methods = list(METHODS if methods is None else methods)
     if not methods:
         raise InputError("`methods` is empty; name at least one method, or pass None for all.")
+    wanted = {check_method(m) for m in methods}
 
     report = Report()
     results: dict[str, Gradient] = {}
-    errors: dict[str, IntegrationError] = {}
+    failures: dict[str, IntegrationError] = {}
+    unavailable: dict[str, str] = {}
 
-    def run(method: str, opts=options) -> Gradient | None:
+    def run(method: str) -> Gradient | None:
+        if method in results or method in failures or method in unavailable:
+            return results.get(method)
+        opts = None if method in _REFERENCE_METHODS else options
         try:
-            return compute_gradient(compiled, z0_2d, theta, times, method, opts, data=data)
+            results[method] = compute_gradient(compiled, z0_2d, theta, times, method, opts,
+                                               data=data)
         except MethodUnavailable as exc:
-            report.skipped.append(Skipped(name, method, exc.reason))
+            unavailable[method] = exc.reason
         except IntegrationError as exc:
-            errors[method] = exc
-        return None
+            failures[method] = exc
+        return results.get(method)
 
-    wanted = set(methods)
-    for method in ("exact", "high_precision", *CONTINUOUS_METHODS,
-                   "discrete_adjoint", "complex_step", "finite_difference"):
+    for method in ("exact", "high_precision", *CONTINUOUS_METHODS, "discrete_adjoint",
+                   "complex_step", "finite_difference"):
         if method in wanted:
-            result = run(method)
-            if result is not None:
-                results[method] = result
-
-    reference = _continuous_reference(compiled, z0_2d, theta, times, results, report, name,
-                                      data)
+            run(method)
+    if wanted & {"discrete_adjoint", "finite_difference"}:
+        run("complex_step")  # the discrete reference
+    reference = None
+    try:
+        reference = best_reference(compiled, z0_2d, theta, times, data=data, known=results)
+    except IntegrationError as exc:
+        report.skipped.append(Skipped(name, "reference", f"no reference could be built: {exc}"))
     scale = _gradient_scale(reference.gradient) if reference else 1.0
     B = z0_2d.shape[0]
 
-    def compare(method: str, ref_name: str, ref: Gradient, tolerance, kind: str):
+    def compare(method: str, ref_name: str, ref: Gradient, tolerance, kind: str,
+                force_fail: str = ""):
         """Rows of ``method`` against ``ref``; ``tolerance`` is a float or a per-block
-        callable ``tolerance(block, g)``."""
+        callable ``tolerance(block, g, ref)``; ``force_fail`` fails every row with that
+        diagnosis (a comparison that cannot be made meaningful)."""
         g = results.get(method)
-        base_tolerance = tolerance
         for block in BLOCKS:
-            if callable(base_tolerance):
-                tolerance = base_tolerance(block, g, ref) if g is not None else 0.0
             if g is None:
-                exc = errors[method]
                 report.rows.append(Row(
-                    block=block, method=method, reference=ref_name, error=float("inf"),
-                    tolerance=tolerance, passed=False, reference_kind=kind, problem=name,
-                    diagnosis=f"the solve failed, so no gradient was computed: {exc}",
+                    block=block, method=method, reference=ref_name, error=math.inf,
+                    tolerance=math.nan, passed=False, reference_kind=kind, problem=name,
+                    diagnosis=f"the solve failed, so no gradient was computed: "
+                              f"{failures[method]}",
                 ))
                 continue
+            tol = tolerance(block, g, ref) if callable(tolerance) else tolerance
             error = block_error(getattr(g, block), getattr(ref, block), scale)
-            passed = error <= tolerance
+            passed = error <= tol and not force_fail
+            text = "" if passed else force_fail or diagnose(
+                block, getattr(g, block), getattr(ref, block), method=method, info=g.info,
+                batch=B,
+            )
             report.rows.append(Row(
-                block=block, method=method, reference=ref_name, error=error,
-                tolerance=tolerance, passed=passed, reference_kind=kind, problem=name,
-                diagnosis="" if passed else diagnose(
-                    block, getattr(g, block), getattr(ref, block), method=method,
-                    info=g.info, batch=B,
-                ),
+                block=block, method=method, reference=ref_name, error=error, tolerance=tol,
+                passed=passed, diagnosis=text, reference_kind=kind, problem=name,
             ))
 
-    exact_kind = REFERENCE_KINDS["exact"]
+    exact_kind, discrete_kind = REFERENCE_KINDS["exact"], REFERENCE_KINDS["discrete"]
     if reference is not None:
-        if "exact" in results and "high_precision" in results and reference.label == "exact":
+        if reference.label == "exact" and "high_precision" in results and (
+            wanted & set(_REFERENCE_METHODS)
+        ):
             compare("high_precision", "exact", reference.gradient, ROUNDING, exact_kind)
-        continuous_tol = _continuous_tolerance(
-            compiled, z0_2d, theta, times, options, reference, scale, data
-        )
-        for method in [*CONTINUOUS_METHODS, "discrete_adjoint"]:
-            if method in results or method in errors:
-                compare(method, reference.label, reference.gradient, continuous_tol, exact_kind)
+        tolerance, coarse = _continuous_tolerance(compiled, z0_2d, theta, times, options,
+                                                  reference, scale, data)
+        continuous = [m for m in (*CONTINUOUS_METHODS, "discrete_adjoint") if m in wanted]
+        if "complex_step" in wanted and "discrete_adjoint" not in wanted:
+            continuous.append("complex_step")
+        for method in continuous:
+            if method in results or method in failures:
+                compare(method, reference.label, reference.gradient, tolerance, exact_kind,
+                        force_fail=coarse)
 
     discrete_ref = results.get("complex_step")
     if discrete_ref is not None:
-        if "discrete_adjoint" in wanted:
-            compare("discrete_adjoint", "complex_step", discrete_ref, ROUNDING,
-                    REFERENCE_KINDS["discrete"])
-        if "finite_difference" in wanted:
+        if "discrete_adjoint" in results or "discrete_adjoint" in failures:
+            compare("discrete_adjoint", "complex_step", discrete_ref, ROUNDING, discrete_kind)
+        if "finite_difference" in results or "finite_difference" in failures:
             compare("finite_difference", "complex_step", discrete_ref,
-                    _finite_difference_tolerance(scale), REFERENCE_KINDS["discrete"])
+                    _finite_difference_tolerance(scale), discrete_kind)
     elif "discrete_adjoint" in results and "finite_difference" in results:
-        fd = results["finite_difference"]
-        compare("discrete_adjoint", "finite_difference", fd,
+        compare("discrete_adjoint", "finite_difference", results["finite_difference"],
                 lambda block, g, ref: _finite_difference_tolerance(scale)(block, ref, g),
                 REFERENCE_KINDS["finite_difference"])
 
-    for method, exc in errors.items():
-        if not any(r.method == method for r in report.rows):
-            for block in BLOCKS:
-                report.rows.append(Row(
-                    block=block, method=method, reference="-", error=float("inf"),
-                    tolerance=0.0, passed=False, problem=name,
-                    diagnosis=f"the solve failed, so no gradient was computed: {exc}",
-                ))
+    for method in sorted(wanted):
+        if method in unavailable:
+            report.skipped.append(Skipped(name, method, unavailable[method]))
+    if not report.rows and not report.skipped:
+        raise InputError(
+            f"`methods`={sorted(wanted)} leaves nothing to compare: 'exact' and "
+            "'high_precision' are references (together they check each other), and "
+            "'complex_step' is the reference of 'discrete_adjoint' and 'finite_difference'; "
+            "add a method to audit."
+        )
 
     n, p, N = compiled.n, compiled.p, len(times) - 1
     report.problems.append(ProblemSummary(
         name=name,
         description=description,
-        shape=f"n={n} states, p={p} parameters, batch B={B}, N={N} observations",
+        shape=f"n={n}, p={p}, batch B={B}, N={N} observations",
         solver=options.describe(),
         reference=(
             f"{reference.label} (relative error <= {reference.error:.0e})"
@@ -246,46 +260,52 @@ def _finite_difference_tolerance(scale: float):
     return tolerance
 
 
-def _continuous_reference(compiled, z0, theta, times, results, report, name, data):
-    """The most accurate continuous gradient available, with the error it may carry."""
-    if "exact" in results:
-        return _Reference(results["exact"], "exact", ROUNDING)
-    if "high_precision" in results:
-        g = results["high_precision"]
-        return _Reference(g, "high_precision", max(ROUNDING, g.info.get("error_estimate", 0)))
-    fallback_options = check_solver_options(
-        "dopri5", steps=None, rtol=FALLBACK_RTOL, atol=FALLBACK_ATOL, max_steps=100_000
-    )
-    try:
-        g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", fallback_options,
-                             data=data)
-    except IntegrationError as exc:
-        report.skipped.append(Skipped(name, "reference", f"no reference could be built: {exc}"))
-        return None
-    return _Reference(g, "forward_sensitivity@1e-13", solver_tolerance(FALLBACK_RTOL,
-                                                                         FALLBACK_ATOL))
-
-
-def _continuous_tolerance(compiled, z0, theta, times, options, reference, scale,
-                          data) -> float:
+def _continuous_tolerance(compiled, z0, theta, times, options, reference: ReferenceGradient,
+                          scale: float, data) -> tuple[float, str]:
     """Tolerance for a continuous method (or the discrete adjoint) against the continuous
-    reference: ``solver_tolerance(rtol, atol)`` for an adaptive solver; for a fixed-step
-    solver ``ORDER_SAFETY`` times the Richardson estimate of the discretization error."""
+    reference, and a reason the comparison cannot be made ("" when it can).
+
+    Adaptive solver: ``solver_tolerance(rtol, atol)``. Fixed-step solver: ``ORDER_SAFETY``
+    times the Richardson estimate of the discretization error from the discrete adjoint on
+    ``steps`` and ``2 steps``; if that estimate exceeds ``COARSE_LIMIT``, or ``steps``,
+    ``2 steps``, ``4 steps`` do not converge at the method's order, the grid is too coarse
+    to audit anything.
+    """
     if options.tableau.adaptive:
-        return solver_tolerance(options.rtol, options.atol) + reference.error
-    coarse = compute_gradient(compiled, z0, theta, times, "discrete_adjoint", options,
-                              data=data)
-    finer_options = check_solver_options(
-        options.name, steps=2 * options.steps, rtol=None, atol=None,
-        max_steps=options.max_steps * 2,
-    )
-    fine = compute_gradient(compiled, z0, theta, times, "discrete_adjoint", finer_options,
-                            data=data)
+        return solver_tolerance(options.rtol, options.atol) + reference.error, ""
+    runs = []
+    for factor in (1, 2, 4):
+        finer = check_solver_options(options.name, steps=factor * options.steps, rtol=None,
+                                     atol=None, max_steps=options.max_steps * factor)
+        try:
+            runs.append(compute_gradient(compiled, z0, theta, times, "discrete_adjoint", finer,
+                                         data=data))
+        except (IntegrationError, MethodUnavailable) as exc:
+            return math.inf, f"the discretization error cannot be estimated: {exc}"
+
+    def distance(a, b):
+        return max(block_error(getattr(a, blk), getattr(b, blk), scale) for blk in BLOCKS)
+
     q = options.tableau.order
-    estimate = max(
-        block_error(getattr(coarse, b), getattr(fine, b), scale) for b in BLOCKS
-    ) * 2**q / (2**q - 1)
-    return ORDER_SAFETY * estimate + ROUNDING + reference.error
+    first, second = distance(runs[0], runs[1]), distance(runs[1], runs[2])
+    estimate = first * 2**q / (2**q - 1)
+    tolerance = ORDER_SAFETY * estimate + ROUNDING + reference.error
+    if estimate > COARSE_LIMIT:
+        return tolerance, (
+            f"{options.describe()} is too coarse to audit: the estimated "
+            f"discretization error is {estimate:.1e} (relative), so any tolerance would pass "
+            "a wrong gradient; use more steps"
+        )
+    if second > 100 * ROUNDING:
+        observed = math.log2(first / second) if second > 0 else math.inf
+        if abs(observed - q) > ORDER_MARGIN:
+            return tolerance, (
+                f"{options.describe()} is not in the asymptotic regime: the "
+                f"discrete adjoint converges at observed order {observed:.2f} where "
+                f"{options.name} has order {q}, so the error estimate cannot be trusted; use "
+                "more steps"
+            )
+    return tolerance, ""
 
 
 def audit_problem(

@@ -16,32 +16,25 @@ from numeric import (
     InputError,
     IntegrationError,
     MethodUnavailable,
-    check_solver_options,
-    compute_gradient,
 )
 from numeric._checks import check_problem
 
 from ._diagnose import EXPLAINED, diagnose
-from ._report import BLOCKS, REFERENCE_KINDS, ProblemSummary, Report, Row, Skipped
-from ._tolerances import FLOOR_FRACTION, ROUNDING, block_error, solver_tolerance
+from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference
+from ._report import BLOCKS, ProblemSummary, Report, Row, Skipped
+from ._tolerances import FLOOR_FRACTION, block_error
 
 __all__ = [
     "DEFAULT_GRADIENT_RTOL",
-    "REFERENCES",
     "GradientShapeError",
     "ImplementationError",
-    "ReferenceGradient",
     "audit_gradient",
-    "best_reference",
 ]
 
 #: Default tolerance of `audit_gradient`, relative per block: what a float64 adjoint at a
 #: sensible solver tolerance (rtol ~ 1e-9) delivers with room to spare. Loosen it for a
 #: float32 implementation (~1e-4), tighten it for a reference implementation.
 DEFAULT_GRADIENT_RTOL = 1e-6
-#: The tolerance must exceed the reference's own error by this factor, or a correct
-#: implementation could fail through the reference's error.
-REFERENCE_MARGIN = 10.0
 #: A relative error that grows by this factor from the shortest to the longest time span is
 #: reported as growing with the span.
 SPAN_GROWTH = 10.0
@@ -53,85 +46,6 @@ class GradientShapeError(InputError):
 
 class ImplementationError(InputError):
     """The implementation under audit raised an exception (chained as ``__cause__``)."""
-
-
-@dataclass(frozen=True)
-class ReferenceGradient:
-    """A reference gradient with its provenance: the method and the error it may carry."""
-
-    gradient: Gradient
-    label: str
-    error: float
-    kind: str = REFERENCE_KINDS["exact"]
-
-
-#: The references `audit_gradient` can be held to, by name.
-REFERENCES = ("exact", "high_precision", "forward_sensitivity", "discrete")
-
-
-#: The float64 reference of last resort: forward sensitivity (no backward pass, stable
-#: wherever the forward solve is) at the tightest tolerances float64 supports.
-TIGHT_RTOL, TIGHT_ATOL = 1e-13, 1e-15
-TIGHT_LABEL = "forward_sensitivity@1e-13"
-
-
-def _tight_forward_sensitivity(compiled, z0, theta, times, data) -> ReferenceGradient:
-    options = check_solver_options("dopri5", steps=None, rtol=TIGHT_RTOL, atol=TIGHT_ATOL,
-                                   max_steps=100_000)
-    g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options, data=data)
-    return ReferenceGradient(g, TIGHT_LABEL, solver_tolerance(TIGHT_RTOL, TIGHT_ATOL))
-
-
-def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
-                   *, digits: int = 30, reference: str | None = None,
-                   solver: str = "rk4", steps: int | None = None,
-                   data: NDArray | None = None,
-                   accuracy: float | None = None) -> ReferenceGradient:
-    """A reference gradient with the error it may carry.
-
-    ``reference=None`` takes the best the verdict needs: ``exact`` where it applies (linear
-    autonomous ``f``); else, when the comparison's tolerance ``accuracy`` is at least
-    ``REFERENCE_MARGIN`` times what float64 forward sensitivity at rtol = 1e-13 certifies,
-    that (seconds cheaper than mpmath); else ``high_precision`` (small smooth systems); else
-    forward sensitivity at rtol = 1e-13. ``accuracy=None`` asks for the most accurate
-    available. A name from :data:`REFERENCES` asks for one: ``"discrete"`` is the exact
-    derivative of the fixed-step ``solver`` with ``steps`` per interval (complex step, or
-    the discrete adjoint where ``f`` is not complex-analytic), for implementations that
-    backpropagate through that solver.
-    """
-    if reference is not None and reference not in REFERENCES:
-        raise InputError(f"`reference` must be one of {', '.join(map(repr, REFERENCES))} or "
-                         f"None (the best available), got {reference!r}.")
-    if reference == "discrete":
-        options = check_solver_options(solver, steps=steps, rtol=None, atol=None,
-                                       max_steps=1_000_000)
-        method = "complex_step" if not compiled.non_analytic else "discrete_adjoint"
-        g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
-        return ReferenceGradient(g, f"{method} on {options.describe()}", ROUNDING,
-                                 REFERENCE_KINDS["discrete"])
-    if reference == "forward_sensitivity":
-        return _tight_forward_sensitivity(compiled, z0, theta, times, data)
-    tight_suffices = accuracy is not None and accuracy >= REFERENCE_MARGIN * solver_tolerance(
-        TIGHT_RTOL, TIGHT_ATOL)
-    ladder = ["exact", "high_precision"] if reference is None else [reference]
-    for method in ladder:
-        if method == "high_precision" and reference is None and tight_suffices:
-            try:
-                return _tight_forward_sensitivity(compiled, z0, theta, times, data)
-            except IntegrationError:
-                pass  # e.g. too stiff for dopri5 at 1e-13: try high precision
-        try:
-            g = compute_gradient(compiled, z0, theta, times, method, None, digits=digits,
-                                 data=data)
-        except (MethodUnavailable, IntegrationError):
-            if reference is not None:
-                raise
-            continue
-        error = ROUNDING if method == "exact" else max(
-            ROUNDING, float(g.info.get("error_estimate", ROUNDING))
-        )
-        return ReferenceGradient(g, method, error)
-    return _tight_forward_sensitivity(compiled, z0, theta, times, data)
 
 
 def call_implementation(grad_fn, z0, theta, times, expected: Mapping[str, tuple]):

@@ -26,14 +26,12 @@ from symbolic import Dynamics
 
 from ._audit_gradient import (
     DEFAULT_GRADIENT_RTOL,
-    REFERENCE_MARGIN,
     AuditContext,
-    ReferenceGradient,
-    best_reference,
     call_implementation,
     compare_to_reference,
 )
 from ._problems import Problem
+from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference
 from ._report import BLOCKS, ProblemSummary, Report
 from ._tolerances import ROUNDING
 

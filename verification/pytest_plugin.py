@@ -17,7 +17,7 @@ import pytest
 
 from ._assertions import GradientMismatch
 from ._assertions import assert_gradient_correct as _assert_gradient_correct
-from ._audit_gradient import REFERENCES
+from ._references import REFERENCES
 
 MARKER = "adjoint_verify"
 
