@@ -72,26 +72,34 @@ class AdjointSystem:
 
     def __str__(self) -> str:
         dyn = self.dynamics
-        lines = [
-            f"Adjoint system for n = {dyn.n} states, p = {dyn.p} parameters",
-            f"  loss at each observation: l(z) = {self.loss}",
-            "  state (forward):",
-        ]
         eqs = self.equations()
         width = max(len(lhs) for lhs, _ in eqs)
-        sections = [
-            (0, dyn.n, "  adjoint (backward, a(t_N) = grad l(z(t_N)), a_theta(t_N) = 0):"),
-            (dyn.n, 2 * dyn.n, "  parameter gradient dL/dtheta = integral over [t_0, t_N] of:"),
-            (2 * dyn.n, 2 * dyn.n + dyn.p, "  jumps a(t_i-) = a(t_i+) + grad l(z(t_i)):"),
-            (2 * dyn.n + dyn.p, len(eqs), None),
+        n, p = dyn.n, dyn.p
+
+        def block(start: int, stop: int) -> list[str]:
+            return [f"    {lhs.ljust(width)} = {rhs}" for lhs, rhs in eqs[start:stop]]
+
+        lines = [
+            f"Adjoint system for n = {n} state{'s' if n != 1 else ''}, "
+            f"p = {p} parameter{'s' if p != 1 else ''}",
+            f"  loss at each observation: l(z) = {self.loss}",
+            "  state (forward):",
+            *block(0, n),
+            "  adjoint (backward, a(t_N) = grad l(z(t_N)), a_theta(t_N) = 0):",
+            *block(n, 2 * n),
         ]
-        for start, stop, next_heading in sections:
-            for lhs, rhs in eqs[start:stop]:
-                lines.append(f"    {lhs.ljust(width)} = {rhs}")
-            if next_heading:
-                lines.append(next_heading)
-        lines.append("  time gradients: dL/dt_i = grad l(z(t_i))^T f(z(t_i)),  "
+        if p:
+            lines += ["  parameter gradient dL/dtheta = integral over [t_0, t_N] of:",
+                      *block(2 * n, 2 * n + p)]
+        else:
+            lines.append("  parameter gradient: none (no parameters)")
+        lines += ["  jumps a(t_i-) = a(t_i+) + grad l(z(t_i)):", *block(2 * n + p, len(eqs))]
+        t = "t" if dyn.time is None else str(dyn.time)
+        lines.append("  time gradients: dL/dt_i = grad l(z(t_i))^T f(z(t_i), t_i),  "
                      "dL/dt_0 = -a(t_0)^T f(z_0, t_0)")
+        if self.time_partial != 0:
+            lines.append(f"  explicit time dependence: a^T df/d{t} = {self.time_partial} "
+                         "(its integral over [t_0, t_N] is the sum of the time gradients)")
         lines.extend(self._matrix_form())
         return "\n".join(lines)
 

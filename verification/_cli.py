@@ -137,8 +137,12 @@ def _load_implementation(spec: str):
             if "" not in sys.path and str(Path.cwd()) not in sys.path:
                 sys.path.insert(0, str(Path.cwd()))
             module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"--impl: cannot import {module_name!r}: {exc}") from None
+    except UsageError:
+        raise
+    except Exception as exc:  # a SyntaxError or an error at import time, one line
+        raise UsageError(
+            f"--impl: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
     fn = getattr(module, function, None)
     if not callable(fn):
         raise UsageError(f"--impl: module {module_name!r} has no function {function!r}")
@@ -207,6 +211,9 @@ def _run(args: argparse.Namespace) -> int:
         return _print_report(report, fmt)
     if args.command == "convergence":
         problem = _problem(args.problem)
+        if args.method in ("exact", "high_precision"):
+            raise UsageError(f"--method {args.method} has no step size or tolerance to vary; "
+                             "choose a solver-based method, e.g. discrete_adjoint")
         study = convergence_study(problem.dynamics, problem.z0, problem.theta, problem.times,
                                   loss=problem.loss, method=args.method, solver=args.solver)
         print(json.dumps(study.to_dict(), indent=2) if args.json else study)
@@ -220,7 +227,8 @@ def _run(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"wrote {args.plot}")
         return EXIT_PASS if study.passed else EXIT_FAIL
-    raise UsageError("give a command: demo, list or audit (see adjoint-verify --help)")
+    raise UsageError("give a command: demo, list, audit, reference, check or convergence "
+                     "(see adjoint-verify --help)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,8 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"adjoint-verify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (InputError, DynamicsError, OSError) as exc:
+    except (InputError, DynamicsError) as exc:
         print(f"adjoint-verify: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # e.g. --out in a folder that does not exist
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"adjoint-verify: error: cannot write or read{where}: {exc.strerror}; check the "
+              "path (--out, FILE) and its folder", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -31,6 +31,9 @@ ORDER_TOLERANCE = 0.3
 #: Errors below this multiple of ROUNDING are at the rounding floor and are left out of the
 #: fit: they no longer follow the truncation error.
 FLOOR_MULTIPLE = 100.0
+#: Errors above this are not in the asymptotic regime of any method: an order fitted to
+#: them means nothing (the convergence study then fails and says so).
+ASYMPTOTIC_LIMIT = 0.1
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,17 @@ class ConvergenceStudy:
     def passed(self) -> bool:
         """Observed order within :data:`ORDER_TOLERANCE` of the expected (at least that much
         for adaptive solves, which may converge faster than proportionally)."""
-        if not np.isfinite(self.observed_order):
+        if not np.isfinite(self.observed_order) or not self.asymptotic:
             return False
         if self.parameter == "rtol":
             return self.observed_order >= self.expected_order - ORDER_TOLERANCE
         return abs(self.observed_order - self.expected_order) <= ORDER_TOLERANCE
+
+    @property
+    def asymptotic(self) -> bool:
+        """Every error used in the fit is below :data:`ASYMPTOTIC_LIMIT`."""
+        worst = self.max_errors()[self.used] if self.used.size else self.max_errors()
+        return bool(np.all(worst < ASYMPTOTIC_LIMIT))
 
     def max_errors(self) -> NDArray:
         return np.max(np.stack([self.errors[b] for b in BLOCKS]), axis=0)
@@ -137,6 +146,9 @@ class ConvergenceStudy:
             size = f"{self.step_sizes[i]:9.2e}" if fixed else " " * 9
             lines.append(f"   {shown} {size} {cells}{mark}")
         verdict = "pass" if self.passed else "FAIL"
+        if not self.asymptotic:
+            lines.append(f"   errors above {ASYMPTOTIC_LIMIT:g}: not in the asymptotic regime, "
+                         "so the fitted order means nothing; use smaller steps or tolerances")
         lines.append(
             f"   observed order {self.observed_order:.2f}, expected {self.expected_order:g} "
             f"(within {ORDER_TOLERANCE}): {verdict}"

@@ -63,10 +63,15 @@ def diagnose(
     nothing more specific explains the difference. For the backsolve adjoint the
     reconstruction error of ``z`` it saw is added.
     """
+    shape = np.shape(value)
     value = np.asarray(value, dtype=float).ravel()
     reference = np.asarray(reference, dtype=float).ravel()
     parts: list[str] = []
     generic = False
+
+    def where(k: int) -> str:
+        index = np.unravel_index(k, shape) if len(shape) > 1 else (k,)
+        return f"{block}[{', '.join(str(int(i)) for i in index)}]"
     flipped_t0 = reference.copy()
     if flipped_t0.size:
         flipped_t0[0] = -flipped_t0[0]
@@ -94,8 +99,8 @@ def diagnose(
         )
     elif zero_entries.size and _close(value[reference != 0][value[reference != 0] != 0],
                                       reference[reference != 0][value[reference != 0] != 0]):
-        shown = ", ".join(str(int(k)) for k in zero_entries[:6])
-        parts.append(f"entries {block}[{shown}] are zero where the reference is not: missing")
+        shown = ", ".join(where(int(k)) for k in zero_entries[:6])
+        parts.append(f"entries {shown} are zero where the reference is not: missing")
     else:
         c, residual = _relation(value, reference)
         if residual <= EXPLAINED and abs(c + 1.0) <= EXPLAINED:
@@ -110,7 +115,7 @@ def diagnose(
         else:
             k = int(np.argmax(np.abs(value - reference)))
             parts.append(
-                f"largest deviation at {block}[{k}]: got {value[k]:.10g}, "
+                f"largest deviation at {where(k)}: got {value[k]:.10g}, "
                 f"reference {reference[k]:.10g}"
             )
             generic = True

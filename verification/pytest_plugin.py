@@ -33,6 +33,11 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    rtol = config.getoption("--adjoint-verify-rtol")
+    if rtol is not None and not (rtol > 0 and rtol < float("inf")):
+        raise pytest.UsageError(
+            f"--adjoint-verify-rtol must be a finite number > 0, got {rtol}"
+        )
     config.addinivalue_line(
         "markers",
         f"{MARKER}(rtol=None, reference=None, solver='rk4', steps=None): options of the "
