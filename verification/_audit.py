@@ -43,8 +43,9 @@ AUDIT_ATOL = 1e-12
 #: `steps` and `2 steps` (methods of the same order share the leading error term within a
 #: small factor).
 ORDER_SAFETY = 10.0
-#: A fixed-step grid is too coarse to audit when its estimated discretization error
-#: exceeds this (relative): a tolerance that loose would pass a sign error.
+#: A fixed-step grid is too coarse to audit when the tolerance its discretization error
+#: allows exceeds this (relative): a looser tolerance would pass a wrong gradient (a scale
+#: error of a few percent, or worse).
 COARSE_LIMIT = 1e-2
 #: ... or when the discrete adjoint on steps, 2 steps, 4 steps does not converge at the
 #: method's order within this margin: the Richardson estimate then means nothing.
@@ -290,11 +291,11 @@ def _continuous_tolerance(compiled, z0, theta, times, options, reference: Refere
     first, second = distance(runs[0], runs[1]), distance(runs[1], runs[2])
     estimate = first * 2**q / (2**q - 1)
     tolerance = ORDER_SAFETY * estimate + ROUNDING + reference.error
-    if estimate > COARSE_LIMIT:
+    if tolerance > COARSE_LIMIT:
         return tolerance, (
             f"{options.describe()} is too coarse to audit: the estimated "
-            f"discretization error is {estimate:.1e} (relative), so any tolerance would pass "
-            "a wrong gradient; use more steps"
+            f"discretization error is {estimate:.1e} (relative), and a tolerance of "
+            f"{tolerance:.0e} would pass a wrong gradient; use more steps"
         )
     if second > 100 * ROUNDING:
         observed = math.log2(first / second) if second > 0 else math.inf
