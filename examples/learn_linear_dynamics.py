@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import scipy.optimize
 import sympy as sp
+from _audited_training import Training, plot_loss, print_history, train_audited
 
 from numeric import gradient, solve
 from symbolic import Dynamics
-from verification import audit_gradient, solver_tolerance
+from verification import solver_tolerance
 
 Z = sp.symbols("z0:2")
 Y = sp.symbols("y0:2")
@@ -54,17 +54,6 @@ class Setup:
     rtol: float
 
 
-@dataclass
-class Result:
-    w: np.ndarray
-    history: list = field(default_factory=list)  # (iteration, loss, |grad|, audit)
-    stopped_by_audit: bool = False
-    report: object = None
-
-    def relative_error(self, w_true: np.ndarray) -> float:
-        return float(np.linalg.norm(self.w - w_true) / np.linalg.norm(w_true))
-
-
 def make_setup(*, contracting: bool = False, noise: float = 0.0, method: str | None = None,
                observations: int = 10, seed: int = 0, rtol: float = 1e-10) -> Setup:
     """Data from f = W* z: four initial states on the unit circle, observed at equal steps."""
@@ -84,62 +73,33 @@ def make_setup(*, contracting: bool = False, noise: float = 0.0, method: str | N
     return Setup(w_true, w_start, z0, times, data, method, rtol)
 
 
-def train(setup: Setup, *, iterations: int = 100, audit_every: int = 10) -> Result:
+def train(setup: Setup, *, iterations: int = 100, audit_every: int = 10) -> Training:
     """Minimize the loss with L-BFGS, the gradient from `setup.method`, auditing every
     `audit_every`-th evaluation against the exact gradient."""
-    solver_options = {} if setup.method in ("exact", "high_precision") else {
-        "rtol": setup.rtol, "atol": setup.rtol / 100}
+    return train_audited(MODEL, LOSS, Y, setup.z0, setup.times, setup.data,
+                         setup.w_start.reshape(-1), method=setup.method,
+                         options=solver_options(setup),
+                         audit_rtol=solver_tolerance(setup.rtol, setup.rtol / 100),
+                         audit_every=audit_every, iterations=iterations)
+
+
+def solver_options(setup: Setup) -> dict:
+    if setup.method in ("exact", "high_precision"):
+        return {}
     if setup.method in ("discrete_adjoint", "complex_step", "finite_difference"):
-        solver_options = {"solver": "rk4", "steps": 40}
-    audit_rtol = solver_tolerance(setup.rtol, setup.rtol / 100)
-    # near the minimum the gradient's terms cancel: hold it to the solver's accuracy on the
-    # scale of the first gradient (atol) as well as relative to itself (rtol)
-    scale = [0.0]
-    result = Result(w=setup.w_start.copy())
-
-    def grad_fn(z0, theta, times):
-        g = gradient(MODEL, z0, theta, times, loss=LOSS, targets=Y, data=setup.data,
-                     method=setup.method, **solver_options)
-        return g.z0, g.theta, g.times
-
-    class AuditFailed(Exception):
-        pass
-
-    def objective(theta):
-        g = gradient(MODEL, setup.z0, theta, setup.times, loss=LOSS, targets=Y, data=setup.data,
-                     method=setup.method, **solver_options)
-        iteration = len(result.history)
-        status = ""
-        if iteration == 0:  # the gradient's natural scale, before its terms cancel
-            scale[0] = float(np.linalg.norm(g.theta))
-        if iteration % audit_every == 0:
-            report = audit_gradient(MODEL, grad_fn, setup.z0, theta, setup.times, loss=LOSS,
-                                    targets=Y, data=setup.data, rtol=audit_rtol,
-                                    atol=audit_rtol * scale[0], name=setup.method)
-            status = "pass" if report.passed else "FAIL"
-            if not report.passed:
-                result.history.append((iteration, g.loss, np.linalg.norm(g.theta), status))
-                result.report = report
-                raise AuditFailed
-        result.history.append((iteration, g.loss, float(np.linalg.norm(g.theta)), status))
-        result.w = theta.reshape(2, 2).copy()
-        return g.loss, g.theta
-
-    try:
-        scipy.optimize.minimize(objective, setup.w_start.reshape(-1), jac=True,
-                                method="L-BFGS-B",
-                                options={"maxiter": iterations, "maxfun": iterations,
-                                         "ftol": 1e-15, "gtol": 1e-12})
-    except AuditFailed:
-        result.stopped_by_audit = True
-    return result
+        return {"solver": "rk4", "steps": 40}
+    return {"rtol": setup.rtol, "atol": setup.rtol / 100}
 
 
-def explain_failure(setup: Setup, result: Result) -> str:
+def relative_error(training: Training, w_true: np.ndarray) -> float:
+    """|W - W*| / |W*| for the learned W."""
+    return float(np.linalg.norm(training.theta - w_true.reshape(-1)) / np.linalg.norm(w_true))
+
+
+def explain_failure(setup: Setup, result: Training) -> str:
     """Why the gradient failed, from what the method itself saw."""
-    theta = result.w.reshape(-1)
-    g = gradient(MODEL, setup.z0, theta, setup.times, loss=LOSS, targets=Y, data=setup.data,
-                 method=setup.method, rtol=setup.rtol, atol=setup.rtol / 100)
+    g = gradient(MODEL, setup.z0, result.theta, setup.times, loss=LOSS, targets=Y,
+                 data=setup.data, method=setup.method, **solver_options(setup))
     drift = g.info.get("reconstruction_error")
     if drift is None:
         return "reason: " + "; ".join(r.diagnosis for r in result.report.failures)
@@ -149,26 +109,14 @@ def explain_failure(setup: Setup, result: Result) -> str:
             "amplifies every rounding error. Use interpolated_adjoint or quadrature_adjoint.")
 
 
-def print_history(result: Result, out=None, every: int = 5) -> None:
-    out = out or sys.stdout
-    print(f"{'eval':>5} {'loss':>12} {'|dL/dW|':>10}  audit", file=out)
-    for iteration, loss, norm, status in result.history:
-        if iteration % every == 0 or status or iteration == len(result.history) - 1:
-            print(f"{iteration:>5} {loss:12.4e} {norm:10.2e}  {status}", file=out)
-
-
-def plot_history(result: Result, path: str) -> None:
+def plot_history(result: Training, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.semilogy([h[0] for h in result.history], [h[1] for h in result.history], marker=".")
-    ax.set_xlabel("function evaluation")
-    ax.set_ylabel("loss")
-    ax.set_title("learning f = W z")
-    ax.grid(True, which="both", alpha=0.3)
+    plot_loss(ax, result, "learning f = W z")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -191,7 +139,7 @@ def main(argv=None) -> int:
           f"{setup.w_start.round(4).tolist()}, method {setup.method}, "
           f"{len(setup.z0)} trajectories x {len(setup.times) - 1} observations")
     result = train(setup, iterations=args.iterations, audit_every=args.audit_every)
-    print_history(result)
+    print_history(result, every=5)
     if args.plot:
         plot_history(result, args.plot)
         print(f"wrote {args.plot}")
@@ -201,8 +149,8 @@ def main(argv=None) -> int:
         print()
         print(result.report)
         return 1
-    print(f"\nlearned W = {result.w.round(6).tolist()}")
-    print(f"relative error |W - W*| / |W*| = {result.relative_error(setup.w_true):.2e}")
+    print(f"\nlearned W = {result.theta.reshape(2, 2).round(6).tolist()}")
+    print(f"relative error |W - W*| / |W*| = {relative_error(result, setup.w_true):.2e}")
     return 0
 
 

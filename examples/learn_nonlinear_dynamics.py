@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import scipy.optimize
 import sympy as sp
+from _audited_training import Training, plot_loss, print_history, train_audited
 
-from numeric import gradient, solve
+from numeric import solve
 from symbolic import Dynamics
-from verification import audit_gradient, solver_tolerance
+from verification import solver_tolerance
 
 Z = sp.symbols("x v")
 Y = sp.symbols("y_x y_v")
@@ -53,22 +53,6 @@ class Setup:
     rtol: float
 
 
-@dataclass
-class Result:
-    theta: np.ndarray
-    history: list = field(default_factory=list)  # (evaluation, loss, |grad|, audit)
-    stopped_by_audit: bool = False
-    report: object = None
-
-    @property
-    def initial_loss(self) -> float:
-        return self.history[0][1]
-
-    @property
-    def final_loss(self) -> float:
-        return min(h[1] for h in self.history)
-
-
 def make_setup(*, hidden: int = 8, method: str = "interpolated_adjoint", observations: int = 20,
                span: float = 6.0, seed: int = 1, rtol: float = 1e-8) -> Setup:
     rng = np.random.default_rng(seed)
@@ -84,61 +68,22 @@ def trajectories(setup: Setup, theta: np.ndarray) -> np.ndarray:
     return solve(setup.model, setup.z0, theta, setup.times, rtol=1e-10, atol=1e-12)[1:]
 
 
-def train(setup: Setup, *, iterations: int = 300, audit_every: int = 25) -> Result:
-    options = {"rtol": setup.rtol, "atol": setup.rtol / 100}
-    audit_rtol = solver_tolerance(setup.rtol, setup.rtol / 100)
-    # near the minimum the gradient's terms cancel: hold it to the solver's accuracy on the
-    # scale of the first gradient (atol) as well as relative to itself (rtol)
-    scale = [0.0]
-    result = Result(theta=setup.theta_start.copy())
-
-    def grad_fn(z0, theta, times):
-        g = gradient(setup.model, z0, theta, times, loss=LOSS, targets=Y, data=setup.data,
-                     method=setup.method, **options)
-        return g.z0, g.theta, g.times
-
-    class AuditFailed(Exception):
-        pass
-
-    def objective(theta):
-        g = gradient(setup.model, setup.z0, theta, setup.times, loss=LOSS, targets=Y,
-                     data=setup.data, method=setup.method, **options)
-        evaluation = len(result.history)
-        status = ""
-        if evaluation == 0:  # the gradient's natural scale, before its terms cancel
-            scale[0] = float(np.linalg.norm(g.theta))
-        if evaluation % audit_every == 0:
-            report = audit_gradient(setup.model, grad_fn, setup.z0, theta, setup.times,
-                                    loss=LOSS, targets=Y, data=setup.data, rtol=audit_rtol,
-                                    atol=audit_rtol * scale[0], name=setup.method)
-            status = "pass" if report.passed else "FAIL"
-            if not report.passed:
-                result.report = report
-                result.history.append((evaluation, g.loss, float(np.linalg.norm(g.theta)),
-                                       status))
-                raise AuditFailed
-        result.history.append((evaluation, g.loss, float(np.linalg.norm(g.theta)), status))
-        if g.loss <= result.final_loss:
-            result.theta = theta.copy()
-        return g.loss, g.theta
-
-    try:
-        scipy.optimize.minimize(objective, setup.theta_start, jac=True, method="L-BFGS-B",
-                                options={"maxiter": iterations, "maxfun": iterations,
-                                         "ftol": 1e-14, "gtol": 1e-10})
-    except AuditFailed:
-        result.stopped_by_audit = True
-    return result
+def train(setup: Setup, *, iterations: int = 200, audit_every: int = 25) -> Training:
+    return train_audited(setup.model, LOSS, Y, setup.z0, setup.times, setup.data,
+                         setup.theta_start, method=setup.method,
+                         options={"rtol": setup.rtol, "atol": setup.rtol / 100},
+                         audit_rtol=solver_tolerance(setup.rtol, setup.rtol / 100),
+                         audit_every=audit_every, iterations=iterations)
 
 
-def fit_error(setup: Setup, result: Result) -> float:
+def fit_error(setup: Setup, result: Training) -> float:
     """Largest distance between the trained model's trajectories and the data, relative to
     the largest data value."""
     model = trajectories(setup, result.theta)
     return float(np.max(np.abs(model - setup.data)) / np.max(np.abs(setup.data)))
 
 
-def plot_fit(setup: Setup, result: Result, path: str) -> None:
+def plot_fit(setup: Setup, result: Training, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,11 +100,7 @@ def plot_fit(setup: Setup, result: Result, path: str) -> None:
     ax.set_ylabel("v")
     ax.set_title("phase plane: trained model vs data")
     ax.legend(fontsize=7)
-    ax_loss.semilogy([h[0] for h in result.history], [h[1] for h in result.history])
-    ax_loss.set_xlabel("function evaluation")
-    ax_loss.set_ylabel("loss")
-    ax_loss.set_title("training loss")
-    ax_loss.grid(True, which="both", alpha=0.3)
+    plot_loss(ax_loss, result, "training loss")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -178,10 +119,7 @@ def main(argv=None) -> int:
           f"parameters), method {setup.method}; data: damped pendulum, {len(setup.z0)} "
           f"trajectories x {len(setup.times) - 1} observations")
     result = train(setup, iterations=args.iterations, audit_every=args.audit_every)
-    print(f"{'eval':>5} {'loss':>12} {'|dL/dtheta|':>12}  audit")
-    for evaluation, loss, norm, status in result.history:
-        if evaluation % 25 == 0 or status or evaluation == len(result.history) - 1:
-            print(f"{evaluation:>5} {loss:12.4e} {norm:12.2e}  {status}")
+    print_history(result, every=25)
     if result.stopped_by_audit:
         print(f"\ntraining stopped: the audit of the {setup.method} gradient failed.\n")
         print(result.report)
