@@ -171,3 +171,24 @@ def test_cli_convergence_plot(tmp_path, capsys):
     assert main(["convergence", "--problem", "linear", "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "observed order" in capsys.readouterr().out
+
+
+def test_single_sample_reference_keeps_its_shape(tmp_path):
+    from verification import Problem
+
+    seed = builtin_problem("linear")
+    single = Problem(dynamics=seed.dynamics, loss=seed.loss, z0=seed.z0[0], theta=seed.theta,
+                     times=seed.times, name="single")
+    path = tmp_path / "single.json"
+    write_reference(single, path)
+    loaded = load_reference(path)
+    assert loaded.problem.z0.shape == (2,)
+    shapes = []
+
+    def grad(z0, theta, times):
+        shapes.append(z0.shape)
+        g = gradient(seed.dynamics, z0, theta, times, loss=seed.loss, method="exact")
+        return g.z0, g.theta, g.times
+
+    assert check_against_reference(loaded, grad).passed
+    assert shapes[0] == (2,)

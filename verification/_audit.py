@@ -22,7 +22,7 @@ from numeric._gradient import check_method
 
 from ._diagnose import diagnose
 from ._problems import Problem
-from ._references import ReferenceGradient, best_reference
+from ._references import ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, REFERENCE_KINDS, ProblemSummary, Report, Row, Skipped
 from ._tolerances import (
     FINITE_DIFFERENCE,
@@ -163,6 +163,7 @@ def audit(
     except IntegrationError as exc:
         report.skipped.append(Skipped(name, "reference", f"no reference could be built: {exc}"))
     scale = _gradient_scale(reference.gradient) if reference else 1.0
+    terms = term_scale(compiled, z0_2d, theta, times, data, known=results)
     B = z0_2d.shape[0]
 
     def compare(method: str, ref_name: str, ref: Gradient, tolerance, kind: str,
@@ -181,7 +182,7 @@ def audit(
                 ))
                 continue
             tol = tolerance(block, g, ref) if callable(tolerance) else tolerance
-            error = block_error(getattr(g, block), getattr(ref, block), scale)
+            error = block_error(getattr(g, block), getattr(ref, block), scale, terms[block])
             passed = error <= tol and not force_fail
             text = "" if passed else force_fail or diagnose(
                 block, getattr(g, block), getattr(ref, block), method=method, info=g.info,
@@ -199,14 +200,15 @@ def audit(
         ):
             compare("high_precision", "exact", reference.gradient, ROUNDING, exact_kind)
         tolerance, coarse = _continuous_tolerance(compiled, z0_2d, theta, times, options,
-                                                  reference, scale, data)
+                                                  reference, scale, terms, data)
         continuous = [m for m in (*CONTINUOUS_METHODS, "discrete_adjoint") if m in wanted]
         if "complex_step" in wanted and "discrete_adjoint" not in wanted:
             continuous.append("complex_step")
         for method in continuous:
-            if method in results or method in failures:
-                compare(method, reference.label, reference.gradient, tolerance, exact_kind,
-                        force_fail=coarse)
+            if coarse and method in results:
+                report.skipped.append(Skipped(name, method, coarse))
+            elif method in results or method in failures:
+                compare(method, reference.label, reference.gradient, tolerance, exact_kind)
 
     discrete_ref = results.get("complex_step")
     if discrete_ref is not None:
@@ -214,21 +216,30 @@ def audit(
             compare("discrete_adjoint", "complex_step", discrete_ref, ROUNDING, discrete_kind)
         if "finite_difference" in results or "finite_difference" in failures:
             compare("finite_difference", "complex_step", discrete_ref,
-                    _finite_difference_tolerance(scale), discrete_kind)
+                    _finite_difference_tolerance(scale, terms), discrete_kind)
     elif "discrete_adjoint" in results and "finite_difference" in results:
         compare("discrete_adjoint", "finite_difference", results["finite_difference"],
-                lambda block, g, ref: _finite_difference_tolerance(scale)(block, ref, g),
+                lambda block, g, ref: _finite_difference_tolerance(scale, terms)(block, ref, g),
                 REFERENCE_KINDS["finite_difference"])
 
     for method in sorted(wanted):
         if method in unavailable:
             report.skipped.append(Skipped(name, method, unavailable[method]))
-    if not report.rows and not report.skipped:
+        if method in failures and not any(r.method == method for r in report.rows):
+            for block in BLOCKS:  # no reference to compare with: the failure is the row
+                report.rows.append(Row(
+                    block=block, method=method, reference="-", error=math.inf,
+                    tolerance=math.nan, passed=False, problem=name,
+                    diagnosis=f"the solve failed, so no gradient was computed: "
+                              f"{failures[method]}",
+                ))
+    if not report.rows:
+        reasons = "; ".join(f"{s.method}: {s.reason}" for s in report.skipped)
         raise InputError(
             f"`methods`={sorted(wanted)} leaves nothing to compare: 'exact' and "
             "'high_precision' are references (together they check each other), and "
             "'complex_step' is the reference of 'discrete_adjoint' and 'finite_difference'; "
-            "add a method to audit."
+            "add a method to audit." + (f" Not applicable here: {reasons}" if reasons else "")
         )
 
     n, p, N = compiled.n, compiled.p, len(times) - 1
@@ -245,7 +256,7 @@ def audit(
     return report
 
 
-def _finite_difference_tolerance(scale: float):
+def _finite_difference_tolerance(scale: float, terms: dict[str, float]):
     """Per-block tolerance of a finite-difference gradient: ``FINITE_DIFFERENCE``, or
     ``FD_SAFETY`` times the method's own error estimate (truncation from step doubling plus
     rounding, MATH.md) relative to the block, whichever is larger: a block the differences
@@ -255,14 +266,14 @@ def _finite_difference_tolerance(scale: float):
     def tolerance(block: str, fd: Gradient, ref: Gradient) -> float:
         estimate = fd.info.get("error_estimate", {}).get(block, 0.0)
         denominator = max(float(np.linalg.norm(getattr(ref, block))), FLOOR_FRACTION * scale,
-                          np.finfo(float).tiny)
+                          terms[block], np.finfo(float).tiny)
         return max(FINITE_DIFFERENCE, FD_SAFETY * estimate / denominator)
 
     return tolerance
 
 
 def _continuous_tolerance(compiled, z0, theta, times, options, reference: ReferenceGradient,
-                          scale: float, data) -> tuple[float, str]:
+                          scale: float, terms: dict[str, float], data) -> tuple[float, str]:
     """Tolerance for a continuous method (or the discrete adjoint) against the continuous
     reference, and a reason the comparison cannot be made ("" when it can).
 
@@ -274,18 +285,26 @@ def _continuous_tolerance(compiled, z0, theta, times, options, reference: Refere
     """
     if options.tableau.adaptive:
         return solver_tolerance(options.rtol, options.atol) + reference.error, ""
-    runs = []
-    for factor in (1, 2, 4):
-        finer = check_solver_options(options.name, steps=factor * options.steps, rtol=None,
-                                     atol=None, max_steps=options.max_steps * factor)
+    def runs_of(method: str) -> list[Gradient]:
+        out = []
+        for factor in (1, 2, 4):
+            finer = check_solver_options(options.name, steps=factor * options.steps,
+                                         rtol=None, atol=None,
+                                         max_steps=options.max_steps * factor)
+            out.append(compute_gradient(compiled, z0, theta, times, method, finer, data=data))
+        return out
+
+    try:
         try:
-            runs.append(compute_gradient(compiled, z0, theta, times, "discrete_adjoint", finer,
-                                         data=data))
-        except (IntegrationError, MethodUnavailable) as exc:
-            return math.inf, f"the discretization error cannot be estimated: {exc}"
+            runs = runs_of("discrete_adjoint")
+        except MethodUnavailable:  # e.g. df/dt infinite at a stage: forward sensitivity
+            runs = runs_of("forward_sensitivity")
+    except (IntegrationError, MethodUnavailable) as exc:
+        return math.inf, f"the discretization error cannot be estimated: {exc}"
 
     def distance(a, b):
-        return max(block_error(getattr(a, blk), getattr(b, blk), scale) for blk in BLOCKS)
+        return max(block_error(getattr(a, blk), getattr(b, blk), scale, terms[blk])
+                   for blk in BLOCKS)
 
     q = options.tableau.order
     first, second = distance(runs[0], runs[1]), distance(runs[1], runs[2])

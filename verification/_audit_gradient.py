@@ -20,7 +20,7 @@ from numeric import (
 from numeric._checks import check_problem
 
 from ._diagnose import EXPLAINED, diagnose
-from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference
+from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, ProblemSummary, Report, Row, Skipped
 from ._tolerances import FLOOR_FRACTION, block_error
 
@@ -35,6 +35,9 @@ __all__ = [
 #: sensible solver tolerance (rtol ~ 1e-9) delivers with room to spare. Loosen it for a
 #: float32 implementation (~1e-4), tighten it for a reference implementation.
 DEFAULT_GRADIENT_RTOL = 1e-6
+#: A block counts as nearly cancelled when the terms it is summed from are this many times
+#: larger than the block: then the reference's error on the terms' scale is what matters.
+CANCELLATION = 10.0
 #: A relative error that grows by this factor from the shortest to the longest time span is
 #: reported as growing with the span.
 SPAN_GROWTH = 10.0
@@ -168,9 +171,12 @@ def audit_gradient(
     if not callable(grad_fn):
         raise InputError(f"`grad_fn` must be callable, got {type(grad_fn).__name__}.")
     label = name or getattr(grad_fn, "__name__", "implementation")
+    reference_name = reference
     reference = best_reference(compiled, z0_2d, theta, times, digits=digits,
                                reference=reference, solver=solver, steps=steps, data=data,
                                accuracy=rtol)
+    reference = _adequate_reference(compiled, z0_2d, theta, times, data, reference, rtol, atol,
+                                    digits, explicit=reference_name is not None)
     if rtol < REFERENCE_MARGIN * reference.error:
         raise InputError(
             f"`rtol` = {rtol:g} is below what the reference ({reference.label}, error "
@@ -198,6 +204,49 @@ def audit_gradient(
     if "times" not in blocks:
         report.skipped.append(Skipped(label, "times", "grad_fn returned no time gradient"))
     return report
+
+
+def _adequate_reference(compiled, z0, theta, times, data, reference, rtol, atol, digits, *,
+                        explicit: bool):
+    """The reference, or a more accurate one where a block is nearly cancelled.
+
+    A reference's error is relative to the terms a block is summed from (``term_scale``);
+    where the block is much smaller than its terms (near a fit), ``rtol |g_ref| + atol``
+    must still exceed ``REFERENCE_MARGIN`` times that absolute error. If it does not, high
+    precision is tried; if that does not serve either, the caller is told which ``atol``
+    the verdict needs.
+    """
+    terms = term_scale(compiled, z0, theta, times, data)
+
+    def short_blocks(ref):
+        short = []
+        for b in BLOCKS:
+            own = float(np.linalg.norm(getattr(ref.gradient, b)))
+            if terms[b] <= CANCELLATION * own:
+                continue  # not cancelled: the relative check on `rtol` covers it
+            needed = REFERENCE_MARGIN * ref.absolute_error(b, terms)
+            if rtol * own + atol < needed:
+                short.append((b, needed))
+        return short
+
+    if not short_blocks(reference):
+        return reference
+    if not explicit and reference.label != "high_precision":
+        try:
+            better = best_reference(compiled, z0, theta, times, digits=digits, data=data,
+                                    reference="high_precision")
+        except (MethodUnavailable, IntegrationError):
+            better = None
+        if better is not None and not short_blocks(better):
+            return better
+    block, needed = short_blocks(reference)[0]
+    raise InputError(
+        f"the {block} block is nearly cancelled (|g_ref| = "
+        f"{np.linalg.norm(getattr(reference.gradient, block)):.1e}, summed from terms of size "
+        f"{terms[block]:.1e}) and the reference ({reference.label}) is accurate only to about "
+        f"{needed / REFERENCE_MARGIN:.1e} there; give atol >= {needed:.0e} (absolute "
+        "tolerance per block), or reference='high_precision' where it applies."
+    )
 
 
 @dataclass

@@ -13,7 +13,7 @@ import importlib.metadata
 import json
 import math
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +104,15 @@ def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
         error = float(g.info["error_estimate"])
         good = min(digits, _good_digits(error))
         gradient = {block: _decimals(decimal[block], digits) for block in BLOCKS}
+        if checked.single:
+            gradient["z0"] = gradient["z0"][0]
         gradient["loss"] = decimal["loss"]
     else:
         error = reference.error
         good = min(_good_digits(error), INPUT_DIGITS)
         gradient = {block: _decimals(getattr(g, block), good) for block in BLOCKS}
+        if checked.single:
+            gradient["z0"] = gradient["z0"][0]
         gradient["loss"] = _decimal(g.loss, good)
     document = {
         "format": FORMAT,
@@ -124,7 +128,7 @@ def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
         "loss": str(problem.loss),
         "targets": [str(s) for s in problem.targets],
         "data": None if data is None else _decimals(data, INPUT_DIGITS),
-        "z0": _decimals(z0, INPUT_DIGITS),
+        "z0": _decimals(z0[0] if checked.single else z0, INPUT_DIGITS),
         "theta": _decimals(theta, INPUT_DIGITS),
         "times": _decimals(times, INPUT_DIGITS),
         "gradient": gradient,
@@ -250,10 +254,16 @@ def check_against_reference(
     expected = {"z0": problem.z0.shape, "theta": problem.theta.shape,
                 "times": problem.times.shape}
     blocks = call_implementation(grad_fn, problem.z0, problem.theta, problem.times, expected)
+    blocks["z0"] = np.atleast_2d(blocks["z0"])  # a single sample is compared as a batch of 1
+    reference = ReferenceGradient(
+        replace(reference.gradient, z0=np.atleast_2d(reference.gradient.z0)), reference.label,
+        reference.error, reference.kind, reference.term_error)
     report = Report()
     compiled = check_compiled(problem.dynamics, problem.loss, targets=problem.targets)
-    context = AuditContext(compiled, grad_fn, problem.z0, problem.theta, problem.times,
-                           single=False, digits=30, data=problem.data)
+    checked = check_problem(problem.dynamics, problem.loss, problem.z0, problem.theta,
+                            problem.times, targets=problem.targets, data=problem.data)
+    context = AuditContext(compiled, grad_fn, checked.z0, checked.theta, checked.times,
+                           single=checked.single, digits=30, data=checked.data)
     compare_to_reference(report, blocks, reference, rtol, label, atol=atol, context=context)
     report.problems.append(ProblemSummary(
         name=label,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from numpy.typing import NDArray
 
 from numeric import (
@@ -15,7 +16,7 @@ from numeric import (
     compute_gradient,
 )
 
-from ._report import REFERENCE_KINDS
+from ._report import BLOCKS, REFERENCE_KINDS
 from ._tolerances import ROUNDING, solver_tolerance
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "TIGHT_LABEL",
     "ReferenceGradient",
     "best_reference",
+    "term_scale",
 ]
 
 #: The references an audit can be held to, by name.
@@ -46,6 +48,17 @@ class ReferenceGradient:
     label: str
     error: float
     kind: str = REFERENCE_KINDS["exact"]
+    #: Its error relative to the terms a block is summed from (``term_scale``): float64
+    #: references are accurate to ``error`` on that scale, high precision (which sums in
+    #: mpmath) to its own estimate, plus the rounding of its float64 result.
+    term_error: float | None = None
+
+    def absolute_error(self, block: str, terms: dict[str, float]) -> float:
+        """Absolute error bound of one block of the reference."""
+        own = float(np.linalg.norm(getattr(self.gradient, block)))
+        if self.term_error is None:
+            return self.error * max(terms[block], own)
+        return self.term_error * terms[block] + ROUNDING * own
 
 
 def _tight_forward_sensitivity(compiled, z0, theta, times, data) -> ReferenceGradient:
@@ -103,8 +116,29 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
             if reference is not None:
                 raise
             continue
-        error = ROUNDING if method == "exact" else max(
-            ROUNDING, float(g.info.get("error_estimate", ROUNDING))
-        )
-        return ReferenceGradient(g, method, error)
+        if method == "exact":
+            return ReferenceGradient(g, method, ROUNDING)
+        estimate = float(g.info.get("error_estimate", ROUNDING))
+        return ReferenceGradient(g, method, max(ROUNDING, estimate), term_error=estimate)
     return _tight_forward_sensitivity(compiled, z0, theta, times, data)
+
+
+#: Tolerances of the forward-sensitivity run that measures the term scale: a magnitude,
+#: needed to a digit or two.
+TERM_RTOL, TERM_ATOL = 1e-8, 1e-10
+
+
+def term_scale(compiled, z0: NDArray, theta: NDArray, times: NDArray, data: NDArray | None,
+               known: dict[str, Gradient] | None = None) -> dict[str, float]:
+    """Per block, the norm of the sums of magnitudes the gradient is computed from (see
+    ``forward_sensitivity``'s ``info["term_scale"]``); zeros when it cannot be computed."""
+    g = (known or {}).get("forward_sensitivity")
+    if g is None or "term_scale" not in g.info:
+        options = check_solver_options("dopri5", steps=None, rtol=TERM_RTOL, atol=TERM_ATOL,
+                                       max_steps=100_000)
+        try:
+            g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options,
+                                 data=data)
+        except (IntegrationError, MethodUnavailable):
+            return {block: 0.0 for block in BLOCKS}
+    return {block: float(g.info["term_scale"][block]) for block in BLOCKS}

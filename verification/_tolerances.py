@@ -56,15 +56,17 @@ def finite_difference_tolerance() -> float:
     return FINITE_DIFFERENCE
 
 
-def block_error(value: NDArray, reference: NDArray, scale: float) -> float:
-    """``|g - g_ref| / max(|g_ref|, FLOOR_FRACTION * scale)`` in the 2-norm (MATH.md).
+def block_error(value: NDArray, reference: NDArray, scale: float, term: float = 0.0) -> float:
+    """``|g - g_ref| / max(|g_ref|, FLOOR_FRACTION * scale, term)`` in the 2-norm (MATH.md).
 
-    ``scale`` is the norm of the whole reference gradient; the result is ``inf`` when
-    ``value`` is not finite.
+    ``scale`` is the norm of the whole reference gradient; ``term`` the norm of the sums of
+    magnitudes the block is computed from (``info["term_scale"]`` of forward sensitivity),
+    where the gradient is a small difference of larger terms (near a fit) and every method's
+    error is relative to them. The result is ``inf`` when ``value`` is not finite.
     """
     value = np.asarray(value, dtype=float)
     reference = np.asarray(reference, dtype=float)
     if not np.all(np.isfinite(value)):
         return float("inf")
-    floor = max(FLOOR_FRACTION * scale, np.finfo(float).tiny)
+    floor = max(FLOOR_FRACTION * scale, term, np.finfo(float).tiny)
     return float(np.linalg.norm(value - reference) / max(np.linalg.norm(reference), floor))
