@@ -140,10 +140,10 @@ class Report:
             lines.extend(self._format_problem(name, by_name.get(name)))
             lines.append("")
         lines.append(
-            "Errors are |g - g_ref| / max(|g_ref|, 1e-3 |g_ref of all blocks|) per block "
-            "(shared/MATH.md).\nKinds of reference: continuous = exact continuous gradient; "
-            "discrete = derivative of the discrete\nmap on the same frozen step grid; "
-            "fin.diff. = finite-difference estimate."
+            "Errors are |g - g_ref| / max(|g_ref|, 1e-3 |g_ref of all blocks|, its term scale)"
+            " per block (README, Tolerances).\nKinds of reference: continuous = exact "
+            "continuous gradient; discrete = derivative of the discrete\nmap on the same "
+            "frozen step grid; fin.diff. = finite-difference estimate."
         )
         total = len(self.rows)
         failed = len(self.failures)
