@@ -215,6 +215,15 @@ class Extrapolation:
              for v in y[block]]
         return shifts, u, self.rhs(t, u)
 
+    def _restart(self, t, y: list) -> tuple:
+        """:meth:`_start`, with an unusable point reported as the solve's failure there."""
+        try:
+            return self._start(t, y)
+        except StepFailure as exc:
+            raise IntegrationError(
+                f"high-precision integration failed at t = {float(t):.17g}: {exc}",
+                t=float(t), cause=str(exc)) from exc
+
     def integrate(self, y: list, t_start, t_end) -> list:
         """Integrate the mpf state ``y`` from ``t_start`` to exactly ``t_end`` (mpf)."""
         t = t_start
@@ -222,12 +231,7 @@ class Extrapolation:
         if self.H is None:
             self.H = span
         failure = ""
-        try:
-            shifts, u, f0 = self._start(t, y)
-        except StepFailure as exc:
-            raise IntegrationError(
-                f"high-precision integration cannot start at t = {float(t):.17g}: {exc}",
-                t=float(t), cause=str(exc)) from exc
+        shifts, u, f0 = self._restart(t, y)
         last_rejected = False
         while t < t_end:
             remaining = t_end - t
@@ -273,12 +277,7 @@ class Extrapolation:
             self.stats.accepted += 1
             last_rejected = False
             failure = ""
-            try:
-                shifts, u, f0 = self._start(t, y)
-            except StepFailure as exc:
-                raise IntegrationError(
-                    f"high-precision integration failed at t = {float(t):.17g}: {exc}",
-                    t=float(t), cause=str(exc)) from exc
+            shifts, u, f0 = self._restart(t, y)
         return y
 
     def _macro_step(self, t, u: list, f0: list, H, last_rejected: bool) -> list | None:
