@@ -10,15 +10,18 @@ complex step and finite differences evaluate it at perturbed inputs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from symbolic import CompiledForm
+from symbolic._buffers import POOL
 
 from ._checks import observed
 from ._errors import IntegrationError, MethodUnavailable
+from ._rk import combine
 from ._tableaus import ButcherTableau
 
 __all__ = [
@@ -60,17 +63,40 @@ class FrozenGrid:
         return sum(len(s) - 1 for s in self.fractions)
 
 
-def _live_stages(tableau: ButcherTableau) -> tuple[int, NDArray]:
-    """Stages the propagated solution needs, and its weights over them.
+@dataclass(frozen=True)
+class _Stages:
+    """The stages a discrete map needs and their coefficients as ``(index, value)`` pairs.
 
     For an FSAL pair the last stage has weight 0 and feeds no other stage: it is the first
     stage of the next step, which the replay evaluates there. Dropping it leaves the map
     unchanged and makes the reverse pass see that value once, as the next step's first
     stage.
     """
-    if tableau.fsal:
-        return tableau.stages - 1, tableau.a[-1, :-1]
-    return tableau.stages, tableau.b
+
+    live: int
+    rows: tuple  # rows[i]: the (j, a_ij) with j < i, for the stage inputs
+    weights: tuple  # (i, w_i): the propagated solution
+    columns: tuple  # columns[i]: the (m, a_mi) with m > i, for the reverse pass
+    weight_of: tuple  # w_i for every live stage (0 where absent)
+    feeds: tuple  # stage i's cotangent can be nonzero
+    a: NDArray  # (live, live)
+    c: NDArray  # (live,)
+    w: NDArray  # (live,)
+
+    @classmethod
+    @functools.cache
+    def of(cls, tableau: ButcherTableau) -> _Stages:
+        live = tableau.stages - 1 if tableau.fsal else tableau.stages
+        w = tableau.a[-1, :-1] if tableau.fsal else tableau.b
+        a = tableau.a[:live, :live]
+        rows = tuple(tuple((j, float(a[i, j])) for j in range(i) if a[i, j] != 0)
+                     for i in range(live))
+        columns = tuple(tuple((m, float(a[m, i])) for m in range(i + 1, live) if a[m, i] != 0)
+                        for i in range(live))
+        feeds = tuple(bool(w[i] != 0 or columns[i]) for i in range(live))
+        return cls(live, rows, tuple((i, float(w[i])) for i in range(live) if w[i] != 0),
+                   columns, tuple(float(x) for x in w[:live]), feeds, a,
+                   np.array(tableau.c[:live]), np.array(w[:live], dtype=float))
 
 
 @dataclass
@@ -82,18 +108,53 @@ class Replay:
     zs : ndarray, shape (N+1, B, n)
     sample_loss : ndarray, shape (B,)
         ``sum_i l(z_b(t_i))`` for each sample ``b``.
-    records : list
-        Per interval, per step ``(t_k, h, t_next, Z, K)`` with stage inputs ``Z`` and stages
-        ``K`` of shape ``(s, B, n)``; kept only when asked for.
+    tape, kernel
+        What the reverse pass needs, kept only when asked for: the kernel's tape (one slot
+        per stage) and the kernel itself.
+    k : ndarray, shape (steps, live, B, n)
+        The stages of every step (kept only when asked for).
+    steps : list of (interval, t_k, h, t_next, s_k, ds)
+        Every step of the grid: its interval, start, size, end, and its start and size as
+        fractions of the interval.
     """
 
     zs: NDArray
     sample_loss: NDArray
-    records: list = field(default_factory=list)
+    tape: object = None
+    kernel: object = None
+    k: NDArray | None = None
+    steps: list = field(default_factory=list)
 
     @property
     def loss(self):
         return self.sample_loss.sum()
+
+
+def _grid_steps(times: NDArray, grid: FrozenGrid) -> list:
+    r"""Every step of the frozen grid: :math:`t_k = t_j + s_k \Delta_j`, :math:`h_k =
+    (s_{k+1} - s_k) \Delta_j`; the last step of an interval ends on the observation time
+    itself, not on ``t_k + h``, which can round one ulp past it (equal in exact arithmetic,
+    so the derivative is the same)."""
+    out = []
+    for j, fractions in enumerate(grid.fractions):
+        t_a, delta = times[j], times[j + 1] - times[j]
+        last = len(fractions) - 2
+        for k in range(len(fractions) - 1):
+            t_k = t_a + fractions[k] * delta
+            ds = fractions[k + 1] - fractions[k]
+            h = ds * delta
+            out.append((j, t_k, h, times[j + 1] if k == last else t_k + h, fractions[k], ds))
+    return out
+
+
+def _stage_input(z: NDArray, h, row: tuple, k: NDArray, out: NDArray | None) -> NDArray:
+    """``z + h sum_j a_ij k_j`` (into ``out`` if given); the common one-term row inline."""
+    if len(row) == 1:
+        (j, a), = row
+        out = np.multiply(k[j], h * a, out=out)
+        out += z
+        return out
+    return combine(z, h, row, k, out=out)
 
 
 def replay(
@@ -109,45 +170,51 @@ def replay(
 ) -> Replay:
     r"""Run the solver on the frozen grid, in the dtype of the inputs (complex flows through).
 
-    .. math:: t_k = t_j + s_k \Delta_j, \quad h_k = (s_{k+1} - s_k) \Delta_j, \quad
-              \Delta_j = t_{j+1} - t_j
+    .. math:: Z_i = z_k + h \sum_{j<i} a_{ij} K_j, \quad K_i = f(Z_i, \theta, t_k + c_i h),
+              \quad z_{k+1} = z_k + h \sum_i b_i K_i
     """
     dtype = np.result_type(z0, theta, times)
-    live, weights = _live_stages(tableau)
+    kernel = compiled.kernel(np.asarray(theta, dtype=dtype))
+    stages = _Stages.of(tableau)
+    live, rows, weights = stages.live, stages.rows, stages.weights
+    steps = _grid_steps(times, grid)
     z = z0.astype(dtype)
+    B = z.shape[0]
+    tape = kernel.tape(len(steps) * live, B, dtype) if keep else None
+    K = POOL.empty((len(steps), live, *z.shape), dtype) if keep else np.empty(
+        (1, live, *z.shape), dtype=dtype)
     zs = [z]
-    sample_loss = np.zeros(z.shape[0], dtype=dtype)
-    records = []
-    for j, fractions in enumerate(grid.fractions):
-        t_a, delta = times[j], times[j + 1] - times[j]
-        interval = []
-        for k in range(len(fractions) - 1):
-            t_k = t_a + fractions[k] * delta
-            h = (fractions[k + 1] - fractions[k]) * delta
-            # the last step's end is the observation time itself, not t_k + h, which can
-            # round one ulp past it (equal in exact arithmetic, so the derivative is the same)
-            t_next = times[j + 1] if k == len(fractions) - 2 else t_k + h
-            stage_z = np.empty((live, *z.shape), dtype=dtype)
-            stage_k = np.empty((live, *z.shape), dtype=dtype)
-            for i in range(live):
-                stage_z[i] = z + h * np.tensordot(tableau.a[i, :i], stage_k[:i], axes=1) if i else z
-                tau = t_next if tableau.c[i] == 1.0 else t_k + tableau.c[i] * h
-                stage_k[i] = compiled.rhs(stage_z[i], theta, tau)
-            z = z + h * np.tensordot(weights, stage_k, axes=1)
-            if not np.all(np.isfinite(z)):
-                t_reached = float(np.real(t_k + h))
+    sample_loss = np.zeros(B, dtype=dtype)
+    nodes = [float(c) for c in tableau.c[:live]]
+    rhs, buffer = kernel.rhs, kernel.stage_buffer
+    save = kernel.tape_functions(tape)[0] if keep else None
+    for index, (j, t_k, h, t_next, _, _) in enumerate(steps):
+        k = K[index] if keep else K[0]
+        for i in range(live):
+            tau = t_next if nodes[i] == 1.0 else t_k + nodes[i] * h
+            if not keep:
+                k[i] = rhs(_stage_input(z, h, rows[i], k, None) if i else z, tau)
+                continue
+            slot = index * live + i
+            if i:
+                out = buffer(tape, slot)
+                save(_stage_input(z, h, rows[i], k, out), tau, slot, k[i], out is not None)
+            else:
+                save(z, tau, slot, k[i], False)
+        z = combine(z, h, weights, k)
+        if index + 1 == len(steps) or steps[index + 1][0] != j:  # observation time t_{j+1}
+            if not np.all(np.isfinite(z)):  # a non-finite state stays non-finite
                 raise IntegrationError(
-                    f"integration on the frozen grid stopped at t={t_reached:.6g}: the state "
-                    "became non-finite (inf or nan).",
-                    t=t_reached,
+                    f"integration on the frozen grid stopped in [t_{j}, t_{j + 1}] = "
+                    f"[{float(np.real(times[j])):.6g}, {float(np.real(times[j + 1])):.6g}]: "
+                    "the state became non-finite (inf or nan).",
+                    t=float(np.real(times[j + 1])),
                     cause="non-finite state",
                 )
-            if keep:
-                interval.append((t_k, h, t_next, stage_z, stage_k))
-        records.append(interval)
-        zs.append(z)
-        sample_loss = sample_loss + compiled.loss(z, observed(data, j + 1))
-    return Replay(zs=np.stack(zs), sample_loss=sample_loss, records=records if keep else [])
+            zs.append(z)
+            sample_loss = sample_loss + compiled.loss(z, observed(data, j + 1))
+    return Replay(zs=np.stack(zs), sample_loss=sample_loss, tape=tape,
+                  kernel=kernel if keep else None, k=K if keep else None, steps=steps)
 
 
 def discrete_adjoint_gradient(
@@ -169,10 +236,12 @@ def discrete_adjoint_gradient(
               \bar\theta \mathrel{+}= (\partial f/\partial \theta)^T \bar K_i, \quad
               \lambda \leftarrow \lambda + \sum_i \bar Z_i
 
-    and, for the times, :math:`\bar\tau_i = \bar K_i^T \partial f/\partial t` at the stage
-    times :math:`\tau_i = t_k + c_i h`, :math:`\bar h = \lambda^T \sum_i b_i K_i +
-    \sum_i \bar Z_i^T \sum_j a_{ij} K_j + \sum_i c_i \bar\tau_i`, chained to ``times``
-    through :math:`t_k = t_j + s_k \Delta_j`, :math:`h = (s_{k+1} - s_k) \Delta_j`.
+    The parameter terms are recorded on the kernel's tape and summed at the end, a few
+    large products for the whole pass. For the times, :math:`\bar\tau_i = \bar K_i^T
+    \partial f/\partial t` at the stage times :math:`\tau_i = t_k + c_i h`, :math:`\bar h =
+    \lambda^T \sum_i b_i K_i + \sum_i \bar Z_i^T \sum_j a_{ij} K_j + \sum_i c_i
+    \bar\tau_i`, chained to ``times`` through :math:`t_k = t_j + s_k \Delta_j`, :math:`h =
+    (s_{k+1} - s_k) \Delta_j` (all steps at once, after the pass).
 
     Returns
     -------
@@ -182,49 +251,74 @@ def discrete_adjoint_gradient(
     grad_times : ndarray, shape (N+1,)
     """
     run = replay(compiled, z0, theta, times, grid, tableau, keep=True, data=data)
-    live, weights = _live_stages(tableau)
-    a_live = tableau.a[:live, :live]
-    c_live = tableau.c[:live]
-    # a stage whose cotangent is identically zero (weight 0, feeds nothing) is skipped
-    feeds = [weights[i] != 0 or np.any(a_live[i + 1 :, i] != 0) for i in range(live)]
+    kernel, tape, K = run.kernel, run.tape, run.k
+    stages = _Stages.of(tableau)
+    live, c_live = stages.live, stages.c
+    want_t = not compiled.autonomous
     N = len(times) - 1
+    count = len(run.steps)
     lam = compiled.loss_grad(run.zs[N], observed(data, N))
-    grad_theta = np.zeros(compiled.p)
+    lam_after = POOL.empty((count, *lam.shape), lam.dtype)  # dL/dz_{k+1} of every step
+    zbar = POOL.zeros((count, live, *lam.shape), lam.dtype)
+    tbar = np.zeros((count, live))
+    reverse = kernel.tape_functions(tape)[1]
+    buffer = kernel.cot_buffer
+    feeds = [i for i in range(live - 1, -1, -1) if stages.feeds[i]]
+    nodes = [float(c) for c in c_live]
+    for index in range(count - 1, -1, -1):
+        j, t_k, h, t_next, _, _ = run.steps[index]
+        lam_after[index] = lam
+        zbar_step = zbar[index]
+        for i in feeds:
+            slot = index * live + i
+            weight = stages.weight_of[i]
+            kbar = buffer(tape, slot)
+            placed = kbar is not None
+            if weight:
+                kbar = np.multiply(lam, h * weight, out=kbar)
+            elif placed:
+                kbar[...] = 0.0
+            else:
+                kbar = np.zeros_like(lam)
+            for m, a_mi in stages.columns[i]:
+                kbar += (h * a_mi) * zbar_step[m]
+            tau = t_next if nodes[i] == 1.0 else t_k + nodes[i] * h
+            _, tbar[index, i] = reverse(kbar, tau, slot, want_t, zbar_step[i], placed)
+        lam = lam + zbar_step.sum(axis=0)
+        if index == 0 or run.steps[index - 1][0] != j:  # arrived at t_j, an observation
+            if j >= 1:
+                lam = lam + compiled.loss_grad(run.zs[j], observed(data, j))
+    grad_theta = kernel.parameter_gradient(tape) if compiled.p else np.zeros(0)
+    grad_times = _time_gradient(run, stages, lam_after, zbar, tbar, K, N)
+    tape.release()
+    POOL.release(K, lam_after, zbar)
+    return float(run.loss), lam, np.asarray(grad_theta), grad_times
+
+
+def _time_gradient(run: Replay, stages: _Stages, lam_after, zbar, tbar, K, N) -> NDArray:
+    """``dL/dtimes`` from the step and stage cotangents of the whole reverse pass."""
+    with np.errstate(invalid="ignore"):
+        count, live = tbar.shape
+        flat = K.reshape(count, live, -1)
+        # inner products per step, never a temporary of the whole tape's size:
+        # lambda^T sum_i w_i K_i and sum_ij a_ij Zbar_i^T K_j
+        lam_k = np.matmul(flat, lam_after.reshape(count, -1, 1))[:, :, 0]  # (count, live)
+        gram = np.matmul(zbar.reshape(count, live, -1), flat.transpose(0, 2, 1))
+        h_bar = lam_k @ stages.w + np.einsum("ij,sij->s", stages.a, gram)
+        # a zero coefficient contributes exactly zero, even where df/dt is infinite
+        # (sqrt(t) at t = 0)
+        h_bar += np.where(stages.c != 0, stages.c * tbar, 0.0).sum(axis=1)
+    t_bar = tbar.sum(axis=1)
+    info = np.array([(j, s_k, ds) for j, _, _, _, s_k, ds in run.steps])
+    j, s_k, ds = info[:, 0].astype(int), info[:, 1], info[:, 2]
+    with np.errstate(invalid="ignore"):
+        # t_bar s_k is exactly zero where s_k is, even where t_bar is infinite
+        start = np.where(s_k != 1.0, t_bar * (1.0 - s_k), 0.0) - h_bar * ds
+        end = np.where(s_k != 0.0, t_bar * s_k, 0.0) + h_bar * ds
     grad_times = np.zeros(N + 1)
-    for j in range(N - 1, -1, -1):
-        fractions = grid.fractions[j]
-        for k in range(len(fractions) - 1, 0, -1):
-            t_k, h, t_next, stage_z, stage_k = run.records[j][k - 1]
-            stage_zbar = np.zeros_like(stage_z)
-            t_bar = 0.0
-            h_bar = float(np.sum(lam * np.tensordot(weights, stage_k, axes=1)))
-            for i in range(live - 1, -1, -1):
-                if not feeds[i]:
-                    continue
-                k_bar = h * weights[i] * lam
-                if i + 1 < live:
-                    later = np.tensordot(a_live[i + 1 :, i], stage_zbar[i + 1 :], axes=1)
-                    k_bar = k_bar + h * later
-                tau = t_next if c_live[i] == 1.0 else t_k + c_live[i] * h
-                stage_zbar[i] = compiled.vjp_state(stage_z[i], theta, tau, k_bar)
-                if compiled.p:
-                    grad_theta += compiled.vjp_params(stage_z[i], theta, tau, k_bar).sum(axis=0)
-                if not compiled.autonomous:
-                    tau_bar = float(np.sum(k_bar * compiled.time_partial(stage_z[i], theta, tau)))
-                    t_bar += tau_bar
-                    if c_live[i]:  # a zero coefficient contributes exactly zero, even where
-                        h_bar += c_live[i] * tau_bar  # df/dt is infinite (sqrt(t) at t=0)
-                if i:
-                    h_bar += float(
-                        np.sum(stage_zbar[i] * np.tensordot(a_live[i, :i], stage_k[:i], axes=1))
-                    )
-            lam = lam + stage_zbar.sum(axis=0)
-            s_k, ds = fractions[k - 1], fractions[k] - fractions[k - 1]
-            grad_times[j] += (t_bar * (1.0 - s_k) if s_k != 1.0 else 0.0) - h_bar * ds
-            grad_times[j + 1] += (t_bar * s_k if s_k else 0.0) + h_bar * ds
-        if j >= 1:
-            lam = lam + compiled.loss_grad(run.zs[j], observed(data, j))
-    return float(run.loss), lam, grad_theta, grad_times
+    np.add.at(grad_times, j, start)
+    np.add.at(grad_times, j + 1, end)
+    return grad_times
 
 
 def complex_step_gradient(

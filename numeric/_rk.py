@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from ._errors import IntegrationError
 from ._tableaus import ButcherTableau
 
-__all__ = ["Segment", "StepBudget", "adaptive_segment", "fixed_segment", "rk_step"]
+__all__ = ["Segment", "StepBudget", "adaptive_segment", "combine", "fixed_segment", "rk_step"]
 
 Rhs = Callable[[float, NDArray], NDArray]
 
@@ -26,6 +26,23 @@ Rhs = Callable[[float, NDArray], NDArray]
 SAFETY = 0.9
 MIN_FACTOR = 0.2
 MAX_FACTOR = 10.0
+
+
+def combine(base: NDArray | None, h, pairs, k: NDArray, out: NDArray | None = None) -> NDArray:
+    r"""``base + h * sum_j c_j k[j]`` over the ``(j, c_j)`` in ``pairs`` (the nonzero
+    coefficients of a tableau row), with as few temporaries as NumPy allows."""
+    if not pairs:
+        if out is None:
+            return np.zeros_like(k[0]) if base is None else base.copy()
+        out[...] = 0 if base is None else base
+        return out
+    (j0, c0), rest = pairs[0], pairs[1:]
+    acc = np.multiply(k[j0], h * c0, out=out)
+    for j, c in rest:
+        acc += (h * c) * k[j]
+    if base is not None:
+        acc += base
+    return acc
 
 
 def rk_step(
@@ -48,9 +65,9 @@ def rk_step(
     rhs : callable ``rhs(t, y)``
     t, h : scalar
         Start of the step and its (signed) size.
-    z : ndarray, shape (B, m)
+    z : ndarray, shape (B, m) (any shape: the state is treated entrywise)
     tableau : ButcherTableau
-    k_first : ndarray, shape (B, m), optional
+    k_first : ndarray, optional
         ``f(z, t)`` if already known (the FSAL stage of the previous step).
     t_end : scalar, optional
         The end of the step as the caller holds it (an observation time, say): ``t + h``
@@ -58,10 +75,11 @@ def rk_step(
 
     Returns
     -------
-    z_next : ndarray, shape (B, m)
-    k : ndarray, shape (s, B, m)
+    z_next : ndarray, shape of ``z``
+    k : ndarray, shape (s, *z.shape)
         The stages, kept for the error estimate and dense output.
     """
+    plan = tableau.plan
     s = tableau.stages
     k = np.empty((s, *z.shape), dtype=np.result_type(z, h))
     t_end = t + h if t_end is None else t_end
@@ -70,15 +88,15 @@ def rk_step(
         if i == 0 and k_first is not None:
             k[0] = k_first
             continue
-        stage_z = z + h * np.tensordot(tableau.a[i, :i], k[:i], axes=1) if i else z
+        stage_z = combine(z, h, plan.a[i], k) if i else z
         stage_t = t_end if tableau.c[i] == 1.0 else t + tableau.c[i] * h
         if np.isrealobj(stage_t):  # never step outside the interval through rounding
             stage_t = min(max(stage_t, lo), hi)
         k[i] = rhs(stage_t, stage_z)
     if tableau.fsal:  # the last stage input is the new state
-        z_next = z + h * np.tensordot(tableau.a[-1, :-1], k[:-1], axes=1)
+        z_next = combine(z, h, plan.a[-1], k)
     else:
-        z_next = z + h * np.tensordot(tableau.b, k, axes=1)
+        z_next = combine(z, h, plan.b, k)
     return z_next, k
 
 
@@ -298,7 +316,7 @@ def adaptive_segment(
         budget.nfev += tableau.stages - 1
         scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
         with np.errstate(invalid="ignore", over="ignore"):
-            err = _rms(h * np.tensordot(tableau.b_err, k, axes=1) / scale)
+            err = _rms(combine(None, h, tableau.plan.b_err, k) / scale)
         nonfinite = not (np.isfinite(err) and np.all(np.isfinite(k)))
         if not nonfinite and err <= 1.0:
             t = t_next

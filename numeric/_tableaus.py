@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from fractions import Fraction as F
 
@@ -63,6 +64,27 @@ class ButcherTableau:
     @property
     def adaptive(self) -> bool:
         return self.b_err is not None
+
+    @functools.cached_property
+    def plan(self) -> StagePlan:
+        """The nonzero coefficients, for loops that skip the zeros."""
+        s = self.stages
+        return StagePlan(
+            a=tuple(tuple((j, float(self.a[i, j])) for j in range(i) if self.a[i, j] != 0)
+                    for i in range(s)),
+            b=tuple((i, float(self.b[i])) for i in range(s) if self.b[i] != 0),
+            b_err=() if self.b_err is None else tuple(
+                (i, float(self.b_err[i])) for i in range(s) if self.b_err[i] != 0),
+        )
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Nonzero tableau entries as ``(index, value)`` pairs: ``a[i]`` for stage ``i``."""
+
+    a: tuple
+    b: tuple
+    b_err: tuple
 
 
 def _tableau(name, a, b, c, order, **kwargs) -> ButcherTableau:

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from ._adjoint import derive_adjoint
 from ._calculus import real_jacobian
 from ._dynamics import Dynamics, check_loss, check_targets
+from ._kernel import ElementwiseKernel, LinearKernel
 
 __all__ = [
     "NON_ANALYTIC_FUNCTIONS",
@@ -138,9 +139,22 @@ class LinearStructure:
 
     matrix: Callable[[NDArray], NDArray]
     offset: Callable[[NDArray], NDArray]
-    matrix_grad: Callable[[NDArray], NDArray]
-    offset_grad: Callable[[NDArray], NDArray]
+    matrix_grad: Callable[[NDArray], NDArray] | None
+    offset_grad: Callable[[NDArray], NDArray] | None
     affine: bool
+    #: ``chain(theta, grad_A, grad_c)``: the theta gradient of ``<grad_A, A> + <grad_c, c>``
+    #: where ``matrix_grad`` is not formed (matrix form).
+    chain: Callable[..., NDArray] | None = None
+
+    def theta_gradient(self, theta: NDArray, grad_A: NDArray, grad_c: NDArray) -> NDArray:
+        r""":math:`\sum_{ij} \bar A_{ij} \partial A_{ij}/\partial\theta + \sum_i \bar c_i
+        \partial c_i/\partial\theta`, shape ``(p,)``."""
+        if self.chain is not None:
+            return self.chain(theta, grad_A, grad_c)
+        out = np.einsum("ij,ijk->k", grad_A, self.matrix_grad(theta))
+        if self.affine:
+            out = out + grad_c @ self.offset_grad(theta)
+        return out
 
 
 @dataclass(frozen=True)
@@ -331,12 +345,24 @@ class CompiledDynamics:
             )
         return self._mpmath
 
+    def kernel(self, theta: NDArray):
+        """The dynamics bound to ``theta`` for the solvers' inner loops (see
+        :mod:`symbolic._kernel`): ``z @ A.T + c`` for linear autonomous dynamics."""
+        structure = self.linear
+        if structure is not None:
+            return LinearKernel(structure, theta)
+        return ElementwiseKernel(self, theta)
+
     def __repr__(self) -> str:
         return f"CompiledDynamics(n={self.n}, p={self.p}, loss={self.loss_expr})"
 
 
 @functools.lru_cache(maxsize=128)
 def _compile_cached(dynamics: Dynamics, loss: sp.Expr, targets: tuple) -> CompiledDynamics:
+    if dynamics.form == "matrix":
+        from ._matrix_compile import CompiledMatrixDynamics
+
+        return CompiledMatrixDynamics(dynamics, loss, targets)
     return CompiledDynamics(dynamics, loss, targets)
 
 
@@ -363,5 +389,5 @@ def compile_problem(dynamics: Dynamics, loss: Any, targets: Any = ()) -> Compile
     except TypeError as exc:  # unhashable pieces: compile without the cache
         if "unhashable" not in str(exc):
             raise
-        return CompiledDynamics(dynamics, loss_expr, target_symbols)
+        return _compile_cached.__wrapped__(dynamics, loss_expr, target_symbols)
 

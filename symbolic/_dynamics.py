@@ -7,6 +7,14 @@ from typing import Any
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
+from sympy.matrices.expressions.matexpr import MatrixElement
+
+from ._matrix_dynamics import (
+    MatrixSpec,
+    check_matrix_dynamics,
+    explicit_symbols,
+    state_entries,
+)
 
 __all__ = ["Dynamics", "DynamicsError", "check_loss", "check_targets"]
 
@@ -124,6 +132,15 @@ class Dynamics:
     time : Symbol, optional
         The time variable, if ``rhs`` depends on time.
 
+    Matrix form, for network-sized dynamics: ``state`` an ``n x 1`` ``MatrixSymbol``,
+    ``params`` a list of ``MatrixSymbol`` (and scalar ``Symbol``) parameters, and ``rhs`` a
+    matrix expression as a network is written on paper, e.g.
+    ``W2 * (W1 * z + b1).applyfunc(sympy.tanh) + b2``: products with parameter matrices,
+    sums, scalar multiples (the time included), Hadamard products and elementwise
+    functions. ``theta`` is every parameter matrix flattened row-major, concatenated in the
+    order of ``params``; ``param_shapes`` maps each name to its shape. The derivatives are
+    derived in matrix form, never entry by entry.
+
     Raises
     ------
     DynamicsError
@@ -132,6 +149,14 @@ class Dynamics:
     """
 
     def __init__(self, rhs: Any, state: Any, params: Any = (), time: sp.Symbol | None = None):
+        self._matrix: MatrixSpec | None = None
+        if isinstance(state, sp.MatrixSymbol):
+            self._matrix = check_matrix_dynamics(rhs, state, params, time, DynamicsError)
+            self._rhs = rhs
+            self._state = state_entries(state)
+            self._params = None  # built on first use: one entry per parameter entry
+            self._time = time
+            return
         column = _as_expression_column(rhs)
         state_symbols = _as_symbol_tuple(state, "state", allow_empty=False)
         param_symbols = _as_symbol_tuple(params, "params", allow_empty=True)
@@ -177,17 +202,21 @@ class Dynamics:
         self._time = time
 
     @property
-    def rhs(self) -> sp.ImmutableMatrix:
-        """The right-hand side as an n x 1 Matrix."""
+    def rhs(self) -> Any:
+        """The right-hand side: an n x 1 Matrix, or the matrix expression in matrix form."""
         return self._rhs
 
     @property
-    def state(self) -> tuple[sp.Symbol, ...]:
+    def state(self) -> tuple:
+        """The state variables (in matrix form its entries ``z[i, 0]``, for losses)."""
         return self._state
 
     @property
-    def params(self) -> tuple[sp.Symbol, ...]:
-        """The parameters, flattened (row-major for a Matrix)."""
+    def params(self) -> tuple:
+        """The parameters, flattened in theta order (row-major for a Matrix; in matrix form
+        the entries ``W1[i, j]`` of every parameter matrix)."""
+        if self._params is None:
+            self._params = self._matrix.entries()
         return self._params
 
     @property
@@ -200,14 +229,71 @@ class Dynamics:
 
     @property
     def p(self) -> int:
-        return len(self._params)
+        return self._matrix.p if self._matrix is not None else len(self._params)
+
+    @property
+    def form(self) -> str:
+        """``"matrix"`` for matrix-form dynamics, else ``"elementwise"``."""
+        return "elementwise" if self._matrix is None else "matrix"
+
+    @property
+    def matrix(self) -> MatrixSpec | None:
+        """The checked matrix-form structure (None in elementwise form)."""
+        return self._matrix
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each parameter's name and shape, in theta order (``()`` for a scalar)."""
+        if self._matrix is None:
+            return {str(s): () for s in self._params}
+        return {str(leaf): shape for leaf, (_, _, shape)
+                in zip(self._matrix.leaves, self._matrix.offsets, strict=True)}
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """How a person names each entry of theta (``w3``; ``W1[2, 5]`` in matrix form)."""
+        if self._matrix is None:
+            return tuple(str(s) for s in self._params)
+        return self._matrix.entry_names()
 
     @property
     def autonomous(self) -> bool:
         """True when ``rhs`` does not depend on time."""
-        return self._time is None or not any(e.has(self._time) for e in self._rhs)
+        if self._time is None:
+            return True
+        if self._matrix is not None:
+            return not self._rhs.has(self._time)
+        return not any(e.has(self._time) for e in self._rhs)
+
+    def as_elementwise(self) -> Dynamics:
+        """The same dynamics written entry by entry (for small sizes: tests and the
+        high-precision reference). State and parameter entries become Symbols ``z_3``,
+        ``W1_2_0``; theta keeps its order."""
+        if self._matrix is None:
+            return self
+        mapping = explicit_symbols(self._matrix)
+        column = sp.Matrix(self._rhs.as_explicit()).xreplace(mapping)
+        return Dynamics(rhs=list(column), state=[mapping[e] for e in self._state],
+                        params=[mapping.get(e, e) for e in self.params], time=self._time)
+
+    def explicit(self, expr: Any) -> Any:
+        """``expr`` (a loss in the entries ``z[i, 0]``) written in the symbols of
+        :meth:`as_elementwise`."""
+        if self._matrix is None:
+            return expr
+        return sp.sympify(expr).xreplace(explicit_symbols(self._matrix))
+
+    def _key(self) -> tuple:
+        if self._matrix is not None:
+            return (self._rhs, self._matrix.state, self._matrix.leaves, self._time)
+        return (self._rhs, self._state, self._params, self._time)
 
     def __repr__(self) -> str:
+        if self._matrix is not None:
+            params = ", ".join(f"{name}{list(shape) if shape else ''}"
+                               for name, shape in self.param_shapes.items())
+            return (f"Dynamics(rhs={self._rhs}, state={self._matrix.state.name}"
+                    f"[{self.n}x1], params=[{params}], time={self._time})")
         rhs = ", ".join(str(e) for e in self._rhs)
         return (
             f"Dynamics(rhs=[{rhs}], state={list(self._state)}, params={list(self._params)}, "
@@ -217,20 +303,28 @@ class Dynamics:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Dynamics):
             return NotImplemented
-        return (self._rhs, self._state, self._params, self._time) == (
-            other._rhs,
-            other._state,
-            other._params,
-            other._time,
-        )
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self._rhs, self._state, self._params, self._time))
+        return hash(self._key())
 
 
 def check_targets(dynamics: Dynamics, targets: Any) -> tuple[sp.Symbol, ...]:
     """``targets`` as a tuple of distinct Symbols used by no state, parameter or time."""
+    if isinstance(targets, sp.MatrixSymbol):
+        targets = tuple(targets[i, j] for i in range(targets.shape[0])
+                        for j in range(targets.shape[1]))
+        return targets
     symbols = _as_symbol_tuple(() if targets is None else targets, "targets", allow_empty=True)
+    if dynamics.matrix is not None:
+        taken = {dynamics.matrix.state.name, *(str(leaf) for leaf in dynamics.matrix.leaves)}
+        clash = [s for s in symbols if s.name in taken or s == dynamics.time]
+        if clash:
+            raise DynamicsError(
+                f"`targets` lists {clash[0]}, which is already a state, parameter or time "
+                "symbol; name the data apart (y0, y1, ...)."
+            )
+        return symbols
     taken = set(dynamics.state) | set(dynamics.params)
     if dynamics.time is not None:
         taken.add(dynamics.time)
@@ -274,6 +368,8 @@ def check_loss(dynamics: Dynamics, loss: Any, targets: Any = ()) -> sp.Expr:
         )
     _check_real_expression(expr, "`loss`")
     target_symbols = check_targets(dynamics, targets)
+    if dynamics.matrix is not None:
+        return _check_matrix_loss(dynamics, expr.doit(), target_symbols)
     unknown = sorted(expr.free_symbols - set(dynamics.state) - set(target_symbols), key=str)
     if unknown:
         names = ", ".join(str(s) for s in unknown)
@@ -290,5 +386,23 @@ def check_loss(dynamics: Dynamics, loss: Any, targets: Any = ()) -> sp.Expr:
             f"`loss` uses the symbol(s) {names}, which are not state variables; the loss is "
             f"applied to z(t_i) and may use only {allowed} (declare data symbols with "
             "`targets=`)."
+        )
+    return expr
+
+
+def _check_matrix_loss(dynamics: Dynamics, expr: sp.Expr, targets: tuple) -> sp.Expr:
+    """A matrix-form loss: a scalar in the entries ``z[i, 0]`` of the state (and targets)."""
+    allowed = set(dynamics.state) | set(targets)
+    elements = expr.atoms(MatrixElement)
+    stray = sorted(str(e) for e in elements if e not in allowed)
+    plain = {s for s in targets if isinstance(s, sp.Symbol)}
+    unknown = sorted(str(s) for s in expr.free_symbols - plain
+                     - {e.parent for e in elements if e in allowed})
+    if stray or unknown:
+        names = ", ".join(stray + unknown)
+        raise DynamicsError(
+            f"`loss` uses {names}, which are not entries of the state "
+            f"{dynamics.matrix.state.name}; the loss is applied to z(t_i) and may use only "
+            f"its entries z[i, 0] (e.g. (z.T * z)[0, 0] / 2) and declared `targets`."
         )
     return expr

@@ -1,0 +1,662 @@
+r"""NumPy kernels of a matrix-form right-hand side: generated once, bound to a theta.
+
+From a :class:`~symbolic._matrix_graph.Graph` this module writes plain Python functions,
+one NumPy operation per graph node, batch as rows (``W z`` is ``Z @ W.T``):
+
+- ``forward(Z, t, F)``: :math:`f` for the batch;
+- ``save(Z, t, F, S)``: the same, writing into the buffers ``S`` the node values the
+  reverse pass needs (inputs of parameter products, activation outputs);
+- ``reverse(G, t, F, S, C)``: :math:`(\partial f/\partial z)^T G` by MATH.md's reverse
+  accumulation, writing into ``C`` the cotangents that parameter gradients are made of,
+  and returning :math:`G^T \partial f/\partial t` summed over the batch;
+- ``tangent(Z, t, F, dZ, dF, dt)``: the forward-mode derivative :math:`J\,dZ +
+  (\partial f/\partial\theta)\,d\theta + (\partial f/\partial t)\,dt`.
+
+``F`` holds the values of the *fixed* nodes (parameters and anything computed from them
+alone, e.g. ``W.T`` or ``c W``), computed once by :meth:`MatrixKernels.fixed`. Parameter
+gradients are never formed per sample or per stage: the reverse pass only records
+cotangents, and :meth:`MatrixKernels.parameter_gradient` turns a whole tape of them into
+``dL/dtheta`` with one matrix product per parameter matrix (:math:`\bar W = \sum_{s,b}
+\bar Y_{sb}^T X_{sb}`, MATH.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from numpy.typing import NDArray
+
+from ._buffers import POOL
+from ._matrix_graph import Activation, Graph, Node
+
+__all__ = ["MatrixKernels", "Tape"]
+
+#: Activations that are NumPy ufuncs (they can write into a buffer with ``out=``).
+_UFUNCS = {sp.tanh: np.tanh, sp.sin: np.sin, sp.cos: np.cos, sp.exp: np.exp,
+           sp.sinh: np.sinh, sp.cosh: np.cosh, sp.atan: np.arctan}
+
+
+def _scalar_function(expr: sp.Expr, args: list) -> Callable:
+    return sp.lambdify(args, expr, modules="numpy")
+
+
+def _activation_functions(act: Activation) -> tuple[Callable, bool, Callable, str]:
+    """(sigma, is_ufunc, sigma', 'output' or 'input': what sigma' is evaluated at)."""
+    body = act.body
+    if isinstance(body, sp.Function) and body.args == (act.variable,) and type(body) in _UFUNCS:
+        fn, ufunc = _UFUNCS[type(body)], True
+    else:
+        fn, ufunc = sp.lambdify([act.variable], body, modules="numpy"), False
+    if act.derivative_of_output is not None:
+        return fn, ufunc, sp.lambdify([act.output], act.derivative_of_output,
+                                      modules="numpy"), "output"
+    return fn, ufunc, sp.lambdify([act.variable], act.derivative, modules="numpy"), "input"
+
+
+@dataclass
+class _Term:
+    """A parameter-gradient term of the reverse pass, summed over rows: ``outer`` gives the
+    fixed node ``target`` the cotangent ``C^T X`` (``cot`` and ``saved`` buffer indices),
+    ``rowsum`` gives it ``sum_rows C`` (a vector, or a scalar for width-1 buffers)."""
+
+    kind: str
+    target: int
+    cot: int
+    saved: int | None = None
+
+
+class _Emitter:
+    """Writes the generated functions; ``v{i}`` is node i's value, ``g{i}`` its cotangent."""
+
+    def __init__(self, graph: Graph, live: set[int]):
+        self.graph = graph
+        self.nodes = graph.nodes
+        self.live = live  # fixed nodes whose cotangent matters (they depend on parameters)
+        self.saved: dict[int, int] = {}  # node -> save-buffer index
+        self.cots: dict[int, int] = {}  # buffer index of a recorded cotangent
+        self.cot_widths: list[int] = []
+        self.terms: list[_Term] = []
+        self.t_scalars: list[int] = []  # time-dependent scalar nodes
+        self._plan_reverse()
+
+    # -- which values the reverse pass needs ------------------------------------------
+    def _need(self, i: int) -> None:
+        if i not in self.saved:
+            self.saved[i] = len(self.saved)
+
+    def _record(self, node: int, width: int) -> int:
+        key = (node, width)
+        if key not in self.cots:
+            self.cots[key] = len(self.cot_widths)
+            self.cot_widths.append(width)
+        return self.cots[key]
+
+    def _plan_reverse(self) -> None:
+        for node in self.nodes:
+            if not node.row or node.scalar:
+                if node.row:
+                    self.t_scalars.append(node.index)
+                continue
+            args = [self.nodes[a] for a in node.args]
+            if node.op == "matmul":
+                A, X = args
+                if A.index in self.live:
+                    self._need(X.index)
+                    self.terms.append(_Term("outer", A.index, self._record(node.index, node.rows),
+                                            self.saved[X.index]))
+            elif node.op == "add":
+                for arg in args:
+                    if not arg.row and arg.index in self.live:
+                        self.terms.append(_Term("rowsum", arg.index,
+                                                self._record(node.index, node.rows)))
+            elif node.op == "hadamard":
+                for arg, other in ((args[0], args[1]), (args[1], args[0])):
+                    if arg.row and other.row:
+                        self._need(other.index)
+                    elif not arg.row and arg.index in self.live:  # sum_rows G * other
+                        self._need(other.index)
+                        self.terms.append(_Term("rowsum", arg.index, self._record(
+                            ("had", node.index, arg.index), node.rows)))
+            elif node.op == "scale":
+                c, X = args
+                if X.row and (c.row or c.index in self.live):
+                    self._need(X.index)
+                if not X.row and X.index in self.live:  # c(t) X, X fixed: sum_rows c G
+                    self.terms.append(_Term("rowsum", X.index,
+                                            self._record(("scaled", node.index), node.rows)))
+                if not c.row and c.index in self.live and X.row:  # sum G * X, a scalar
+                    self.terms.append(_Term("rowsum", c.index,
+                                            self._record(("dot", node.index), 1)))
+            elif node.op == "apply":
+                act: Activation = node.payload
+                self._need(node.index if act.derivative_of_output is not None else args[0].index)
+
+    # -- code ---------------------------------------------------------------------------
+    def value(self, i: int) -> str:
+        node = self.nodes[i]
+        if not node.row:
+            return f"F[{i}]"
+        return "t" if node.op == "time" else f"v{i}"
+
+    def forward(self, save: bool) -> str:
+        """``forward(Z, t, F, FT)``, or ``save(Z, t, F, FT, S, slot, O)`` writing the saved
+        values into slot ``slot`` of the buffers ``S`` and ``f`` into ``O`` (if not None)."""
+        if save:
+            lines = ["def save(F, FT, S, Z, t, slot, O, placed):"]
+            lines += [f"    s{k} = S[{k}][slot]" for k in sorted(self.saved.values())]
+        else:
+            lines = ["def forward(F, FT, Z, t):"]
+        output = self.graph.output
+        for node in self.nodes:
+            if not node.row:
+                continue
+            i = node.index
+            out = f"s{self.saved[i]}" if save and i in self.saved else None
+            if save and i == output and out is None and node.op not in ("state", "apply"):
+                lines.append("    if O is None:")
+                lines.extend("    " + line for line in self._forward_node(node, None))
+                lines.append("    else:")
+                lines.extend("    " + line for line in self._forward_node(node, "O"))
+                continue
+            lines.extend(self._forward_node(node, out))
+        result = self.value(output)
+        if save and (output in self.saved or self.nodes[output].op in ("state", "apply")):
+            lines.append(f"    if O is not None: O[...] = {result}; return O")
+        lines.append(f"    return {result}")
+        return "\n".join(lines)
+
+    def _forward_node(self, node: Node, out: str | None) -> list[str]:
+        i, a = node.index, [self.value(j) for j in node.args]
+        if node.op == "state":
+            return [f"    v{i} = Z", *([f"    if not placed: {out}[...] = Z",
+                                       f"    v{i} = {out}"] if out else [])]
+        if node.op == "time":
+            return []
+        if node.op == "scalar":
+            return [f"    v{i} = _scalar{i}(t, F)"]
+        if node.op == "apply":
+            act = self.graph.activations.index(node.payload)
+            if out is not None:
+                return [f"    if _ufunc{act}: _act{act}({a[0]}, out={out})",
+                        f"    else: {out}[...] = _act{act}({a[0]})", f"    v{i} = {out}"]
+            return [f"    v{i} = _act{act}({a[0]})"]
+        expr = {
+            "matmul": f"{a[1]} @ FT[{node.args[0]}]",
+            "add": f"{a[0]} + {a[1]}",
+            "hadamard": f"{a[0]} * {a[1]}",
+            "scale": f"{a[0]} * {a[1]}",
+        }[node.op]
+        if out is None:
+            return [f"    v{i} = {expr}"]
+        ufunc = {"matmul": "np.matmul", "add": "np.add", "hadamard": "np.multiply",
+                 "scale": "np.multiply"}[node.op]
+        left, right = (a[1], f"FT[{node.args[0]}]") if node.op == "matmul" else (a[0], a[1])
+        return [f"    v{i} = {ufunc}({left}, {right}, out={out})"]
+
+    def reverse(self) -> str:
+        """Reverse accumulation; values of row nodes come from the save buffers ``S``."""
+        header = ["def reverse(F, FT, S, C, E, per, G, t, slot, want_t, O, placed):"]
+        if self.t_scalars:
+            header.append("    T = [0.0]")
+        lines: list[str] = []
+        for i in self.t_scalars:
+            if self.nodes[i].op == "scalar":
+                lines.append(f"    v{i} = _scalar{i}(t, F)")
+        pending: dict[int, list[str]] = {self.graph.output: ["G"]}
+        for node in reversed(self.nodes):
+            i = node.index
+            if not node.row or node.scalar or i not in pending or node.op == "state":
+                continue
+            parts = pending.pop(i)
+            g = f"g{i}"
+            lines.append(f"    {g} = " + " + ".join(parts))
+            key = (i, node.rows)
+            if key in self.cots:
+                buffer = f"c{self.cots[key]}"
+                guard = "not placed" if i == self.graph.output else "True"
+                lines.append(f"    if {guard}: {buffer}[...] = {g}")
+            lines.extend(self._reverse_node(node, g, pending))
+        state = next(n.index for n in self.nodes if n.op == "state")
+        self._reverse_tail(lines, pending.pop(state, None))
+        used = set(re.findall(r"\b[vc]\d+\b", "\n".join(lines)))
+        loads = [f"    v{node} = S[{index}][slot]" for node, index in self.saved.items()
+                 if f"v{node}" in used]
+        loads += [f"    c{k} = C[{k}][slot]" for k in range(len(self.cot_widths))
+                  if f"c{k}" in used]
+        result = "T[0]" if self.t_scalars else "0.0"
+        return "\n".join([*header, *loads, *lines, f"    return zbar, {result}"])
+
+    def _reverse_tail(self, lines: list[str], parts) -> None:
+        """The state's cotangent, into ``O`` when the caller gives a buffer."""
+        if parts is None:
+            lines.append("    zbar = np.zeros_like(G) if O is None else O * 0")
+        elif len(parts) == 1 and parts[0].startswith("(g") and " @ F[" in parts[0]:
+            left, right = parts[0][1:-1].split(" @ ")
+            lines.append(f"    zbar = {parts[0]} if O is None else np.matmul({left}, {right}, "
+                         "out=O)")
+        else:
+            lines.append(f"    zbar = {' + '.join(parts)}")
+            lines.append("    if O is not None: O[...] = zbar; zbar = O")
+
+    def _reverse_node(self, node: Node, g: str, pending: dict) -> list[str]:
+        i = node.index
+        args = [self.nodes[a] for a in node.args]
+        lines: list[str] = []
+
+        def push(arg: Node, expr: str) -> None:
+            pending.setdefault(arg.index, []).append(expr)
+
+        if node.op == "matmul":
+            A, X = args
+            if X.row:
+                push(X, f"({g} @ F[{A.index}])")
+        elif node.op == "add":
+            for arg in args:
+                if arg.row:
+                    push(arg, g)
+        elif node.op == "hadamard":
+            for arg, other in ((args[0], args[1]), (args[1], args[0])):
+                key = (("had", i, arg.index), node.rows)
+                if arg.row:
+                    push(arg, f"({g} * {self.value(other.index)})")
+                elif key in self.cots:
+                    lines.append(f"    np.multiply({g}, {self.value(other.index)}, "
+                                 f"out=c{self.cots[key]})")
+        elif node.op == "scale":
+            c, X = args
+            cval = self.value(c.index)
+            if X.row:
+                push(X, f"({cval} * {g})")
+            key = (("scaled", i), node.rows)
+            if key in self.cots:
+                lines.append(f"    np.multiply({cval}, {g}, out=c{self.cots[key]})")
+            key = (("dot", i), 1)
+            if key in self.cots:
+                lines.append(f"    c{self.cots[key]}[...] = np.sum({g} * "
+                             f"{self.value(X.index)}, axis=-1, keepdims=True)")
+            if c.row:  # a time-dependent factor: its own gradients, now
+                lines.append(f"    _cgrad{c.index}(t, F, E, _dot({g}, {self.value(X.index)}, "
+                             f"per), want_t, T)")
+        elif node.op == "apply":
+            act: Activation = node.payload
+            k = self.graph.activations.index(act)
+            at = f"v{i}" if act.derivative_of_output is not None else f"v{args[0].index}"
+            push(args[0], f"(_dact{k}({at}) * {g})")
+        return lines
+
+    def tangent(self) -> str:
+        """Forward mode; ``dF`` the tangents of the fixed nodes (None: theta held fixed),
+        ``dZ`` the state tangent (None: zero), ``dt`` the time tangent (0: none)."""
+        lines = ["def tangent(F, FT, Z, t, dZ, dF, dt):"]
+        for node in self.nodes:
+            if not node.row:
+                continue
+            lines.extend(self._forward_node(node, None))
+            lines.extend(self._tangent_node(node))
+        lines.append(f"    return d{self.graph.output}")
+        return "\n".join(lines)
+
+    def _tangent_node(self, node: Node) -> list[str]:
+        i = node.index
+
+        def d(j: int) -> str:
+            other = self.nodes[j]
+            if other.row:
+                return "dt" if other.op == "time" else f"d{j}"
+            return f"(None if dF is None else dF[{j}])" if j in self.live else "None"
+
+        args = node.args
+        terms: list[str] = []
+        if node.op == "state":
+            return [f"    d{i} = dZ"]
+        if node.op == "time":
+            return []
+        if node.op == "scalar":
+            return [f"    d{i} = _tscalar{i}(t, F, dF, dt)"]
+        if node.op == "matmul":
+            A, X = args
+            terms = [f"_mm({d(X)}, FT[{A}])", f"_mm({self.value(X)}, _T({d(A)}))"]
+        elif node.op == "add":
+            terms = [d(a) for a in args]
+        elif node.op in ("hadamard", "scale"):
+            x, y = args
+            terms = [f"_mul({d(x)}, {self.value(y)})", f"_mul({self.value(x)}, {d(y)})"]
+        elif node.op == "apply":
+            act: Activation = node.payload
+            k = self.graph.activations.index(act)
+            at = f"v{i}" if act.derivative_of_output is not None else f"v{args[0]}"
+            terms = [f"_mul(_dact{k}({at}), {d(args[0])})"]
+        return [f"    d{i} = _sum({', '.join(terms)})"]
+
+
+def _mm(x, y):
+    return None if x is None or y is None else x @ y
+
+
+def _mul(x, y):
+    return None if x is None or y is None else x * y
+
+
+def _T(x):
+    return None if x is None else x.T
+
+
+def _dot(g, x, per_sample):
+    """``sum(g * x)``, per sample (summed over the last axis only) when asked."""
+    return np.sum(g * x, axis=-1) if per_sample else np.sum(g * x)
+
+
+def _sum(*parts):
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return total
+
+
+@dataclass
+class Tape:
+    """Buffers of a whole reverse pass: per slot (a stage, a quadrature node), the node
+    values the reverse pass needs (``saved``) and the cotangents parameter gradients are
+    made of (``cots``); ``extra`` accumulates gradient pieces that depend on the time of
+    their slot (parameters inside a time-dependent scalar factor)."""
+
+    saved: list[NDArray]  # each (slots, B, width)
+    cots: list[NDArray]
+    extra: NDArray  # (p,)
+    used: int  # slots the parameter gradient sums over
+
+    def release(self) -> None:
+        """Give the buffers back to the pool (the tape is unusable afterwards)."""
+        POOL.release(*self.saved, *self.cots)
+        self.saved, self.cots = [], []
+
+
+def _depends_on(graph: Graph, node: int, target: int) -> bool:
+    if node == target:
+        return True
+    return any(_depends_on(graph, a, target) for a in graph.nodes[node].args)
+
+
+class MatrixKernels:
+    """The generated functions of one graph, and the fixed-node evaluation per theta."""
+
+    def __init__(self, graph: Graph, offsets: list[tuple[int, int, tuple]]):
+        self.graph = graph
+        self.offsets = offsets  # per parameter leaf: (start, stop, shape)
+        self.p = offsets[-1][1] if offsets else 0
+        self.leaf_node = {node.payload: node.index for node in graph.nodes
+                          if node.op == "param"}
+        self.live = self._live_fixed()
+        emitter = _Emitter(graph, self.live)
+        self.terms = emitter.terms
+        self.saved_nodes = sorted(emitter.saved, key=emitter.saved.get)
+        self.cot_widths = list(emitter.cot_widths)
+        state = next(node.index for node in graph.nodes if node.op == "state")
+        self.state_saved = emitter.saved.get(state)
+        self.output_depends_on_state = _depends_on(graph, graph.output, state)
+        self.output_cot = emitter.cots.get((graph.output, graph.nodes[graph.output].rows))
+        namespace: dict[str, Any] = {"np": np, "_mm": _mm, "_mul": _mul, "_T": _T,
+                                     "_sum": _sum, "_dot": _dot}
+        self._activations = []
+        for k, act in enumerate(graph.activations):
+            fn, ufunc, dfn, at = _activation_functions(act)
+            namespace.update({f"_act{k}": fn, f"_ufunc{k}": ufunc, f"_dact{k}": dfn})
+            self._activations.append((fn, dfn, at))
+        self._scalar_leaves = [i for i, leaf in enumerate(graph.params)
+                               if isinstance(leaf, sp.Symbol)]
+        self._scalar_fns: dict[int, tuple] = {}
+        for node in graph.nodes:
+            if node.op in ("scalar", "time"):
+                namespace.update(self._scalar_namespace(node))
+        source = "\n\n".join([emitter.forward(False), emitter.forward(True), emitter.reverse(),
+                              emitter.tangent()])
+        self.source = source
+        exec(compile(source, "<adjoint-verify matrix kernels>", "exec"), namespace)
+        self.forward = namespace["forward"]
+        self.save = namespace["save"]
+        self.reverse = namespace["reverse"]
+        self.tangent = namespace["tangent"]
+
+    # -- fixed nodes ----------------------------------------------------------------------
+    def _live_fixed(self) -> set[int]:
+        """Fixed nodes that depend on a parameter (their gradient is needed)."""
+        live: set[int] = set()
+        for node in self.graph.nodes:
+            if node.row:
+                continue
+            if node.op == "param" or (node.op == "scalar" and node.payload.free_symbols):
+                live.add(node.index)
+            elif any(a in live for a in node.args):
+                live.add(node.index)
+        return live
+
+    @staticmethod
+    def _scalar_values(F: list) -> list:
+        """The scalar parameters' values, kept as the last entry of ``F``."""
+        return F[-1]
+
+    def _scalar_namespace(self, node: Node) -> dict[str, Any]:
+        """Value, time derivative, tangent and gradient of a scalar factor c(t, s), s the
+        scalar parameters."""
+        graph = self.graph
+        t = graph.time if graph.time is not None else sp.Dummy("t")
+        leaves = [graph.params[i] for i in self._scalar_leaves]
+        expr = t if node.op == "time" else node.payload
+        value = sp.lambdify([t, *leaves], expr, modules="numpy")
+        dtime = sp.lambdify([t, *leaves], sp.diff(expr, t), modules="numpy")
+        dparams = [(self.offsets[i][0], k,
+                     sp.lambdify([t, *leaves], sp.diff(expr, leaf), modules="numpy"))
+                   for k, (i, leaf) in enumerate(zip(self._scalar_leaves, leaves, strict=True))
+                   if expr.has(leaf)]
+        self._scalar_fns[node.index] = (value, dtime, dparams)
+        values = self._scalar_values
+
+        def scalar(t_, F):
+            return value(t_, *values(F))
+
+        def d_time(t_, F):
+            return dtime(t_, *values(F))
+
+        def tangent(t_, F, dF, dt):
+            args = values(F)
+            total = None if dt is None else dtime(t_, *args) * dt
+            if dF is not None:
+                for _, k, fn in dparams:
+                    total = _sum(total, fn(t_, *args) * dF[-1][k])
+            return total
+
+        def gradient(t_, F, E, dot, want_t, T):
+            args = values(F)
+            if want_t:
+                T[0] = T[0] + dtime(t_, *args) * dot
+            for start, _, fn in dparams:
+                E[..., start] += fn(t_, *args) * dot
+
+        return {f"_scalar{node.index}": scalar, f"_dtime{node.index}": d_time,
+                f"_tscalar{node.index}": tangent, f"_cgrad{node.index}": gradient}
+
+    def fixed(self, theta: NDArray) -> tuple[list, list]:
+        """Values ``F`` of the fixed nodes (vectors as rows ``(1, m)``, matrices true) and
+        the transposes ``FT`` of the matrices (for ``X @ A.T``), for one theta."""
+        F: list[Any] = [None] * (len(self.graph.nodes) + 1)
+        FT: list[Any] = [None] * len(self.graph.nodes)
+        F[-1] = [theta[self.offsets[i][0]] for i in self._scalar_leaves]
+        for node in self.graph.nodes:
+            if node.row:
+                continue
+            value = self._fixed_value(node, F, theta)
+            F[node.index] = value
+            if node.op != "scalar" and np.ndim(value) == 2:
+                FT[node.index] = self._true(node, value).T
+        return F, FT
+
+    def fixed_tangent(self, F: list, dtheta: NDArray) -> list:
+        """Tangents of the fixed nodes along ``dtheta`` (forward mode), shaped as ``F``."""
+        dF: list[Any] = [None] * (len(self.graph.nodes) + 1)
+        dF[-1] = [dtheta[self.offsets[i][0]] for i in self._scalar_leaves]
+        nodes = self.graph.nodes
+        for node in nodes:
+            if node.row or node.index not in self.live:
+                continue
+            args = [nodes[a] for a in node.args]
+
+            def d(a):
+                return dF[a.index] if a.index in self.live else None
+
+            if node.op == "param":
+                start, stop, shape = self.offsets[node.payload]
+                value = dtheta[start:stop].reshape(shape) if shape else dtheta[start]
+                dF[node.index] = self._rep(node, value) if shape else value
+                continue
+            if node.op == "scalar":
+                _, _, dparams = self._scalar_fns[node.index]
+                args_ = self._scalar_values(F)
+                dF[node.index] = sum(fn(0.0, *args_) * dtheta[start]
+                                     for start, _, fn in dparams)
+                continue
+            tv = [self._true_any(a, F[a.index]) for a in args]
+            td = [None if d(a) is None else self._true_any(a, d(a)) for a in args]
+            if node.op == "matmul":
+                value = _sum(_mm(td[0], tv[1]), _mm(tv[0], td[1]))
+            elif node.op == "add":
+                value = _sum(*td)
+            elif node.op == "transpose":
+                value = td[0].T
+            elif node.op in ("hadamard", "scale"):
+                value = _sum(_mul(td[0], tv[1]), _mul(tv[0], td[1]))
+            else:  # apply
+                fn, dfn, at = self._activations[self.graph.activations.index(node.payload)]
+                value = dfn(fn(tv[0]) if at == "output" else tv[0]) * td[0]
+            dF[node.index] = self._rep(node, np.asarray(value)) if node.op != "scalar" else value
+        return dF
+
+    @staticmethod
+    def _true(node: Node, value):
+        """A fixed node's value in its true ``(rows, cols)`` shape."""
+        return value.reshape(node.rows, node.cols) if node.vector else value
+
+    def _true_any(self, node: Node, value):
+        return value if node.op in ("scalar", "time") else self._true(node, value)
+
+    @staticmethod
+    def _rep(node: Node, value):
+        return value.reshape(1, node.rows) if node.vector and np.ndim(value) == 2 else value
+
+    def _fixed_value(self, node: Node, F: list, theta: NDArray):
+        nodes = self.graph.nodes
+        args = [self._true_any(nodes[a], F[a]) for a in node.args]
+        if node.op == "param":
+            start, stop, shape = self.offsets[node.payload]
+            if not shape:
+                return theta[start]
+            return self._rep(node, theta[start:stop].reshape(shape))
+        if node.op == "const":
+            return self._rep(node, np.array(node.payload.tolist(), dtype=float))
+        if node.op == "scalar":
+            fn = self._scalar_fns[node.index][0]
+            return fn(0.0, *self._scalar_values(F))
+        if node.op == "apply":
+            fn = self._activations[self.graph.activations.index(node.payload)][0]
+            return self._rep(node, np.asarray(fn(args[0])))
+        value = {
+            "matmul": lambda: args[0] @ args[1],
+            "add": lambda: args[0] + args[1],
+            "hadamard": lambda: args[0] * args[1],
+            "scale": lambda: args[0] * args[1],
+            "transpose": lambda: args[0].T,
+        }[node.op]()
+        return self._rep(node, np.asarray(value))
+
+    # -- parameter gradients ------------------------------------------------------------
+    def tape(self, slots: int, batch: int, dtype, *, per_sample: bool = False) -> Tape:
+        """Buffers for ``slots`` calls of ``save``/``reverse`` on a batch of ``batch`` rows."""
+        nodes = self.graph.nodes
+        saved = [POOL.empty((slots, batch, nodes[i].rows), dtype) for i in self.saved_nodes]
+        cots = [POOL.empty((slots, batch, w), dtype) for w in self.cot_widths]
+        extra = np.zeros((batch, self.p) if per_sample else self.p, dtype=dtype)
+        return Tape(saved, cots, extra, slots)
+
+    def parameter_gradient(self, tape: Tape, F: list, *, per_sample: bool = False) -> NDArray:
+        """``dL/dtheta`` from the cotangents recorded on the first ``tape.used`` slots: one
+        product per term over all slots and rows, then back through the fixed nodes.
+        ``per_sample`` (one slot) keeps the batch axis: shape ``(B, p)``."""
+        used = tape.used
+        nodes = self.graph.nodes
+        fixed_cot: dict[int, Any] = {}
+        for term in self.terms:
+            node = nodes[term.target]
+            cot = tape.cots[term.cot][:used]
+            if per_sample:
+                cot = cot[0]  # (B, w)
+                if term.kind == "outer":
+                    value = cot[:, :, None] * tape.saved[term.saved][0][:, None, :]
+                elif node.op == "scalar":
+                    value = cot[:, 0]
+                else:
+                    value = cot[:, :, None]
+            else:
+                flat = cot.reshape(-1, cot.shape[-1])
+                if term.kind == "outer":
+                    x = tape.saved[term.saved][:used]
+                    value = flat.T @ x.reshape(-1, x.shape[-1])
+                elif node.op == "scalar":
+                    value = flat.sum()
+                else:
+                    value = (np.ones(flat.shape[0], dtype=flat.dtype) @ flat).reshape(
+                        node.rows, node.cols)
+            fixed_cot[term.target] = fixed_cot.get(term.target, 0) + value
+        grad = np.array(tape.extra, copy=True)
+        self._fixed_reverse(fixed_cot, F, grad)
+        return grad
+
+    def _fixed_reverse(self, cot: dict, F: list, grad: NDArray) -> None:
+        """Back through the fixed nodes to the parameter leaves, adding into ``grad`` (a
+        leading batch axis of the cotangents, if any, is kept)."""
+        nodes = self.graph.nodes
+        for node in reversed(nodes):
+            if node.row or node.index not in cot:
+                continue
+            g = cot.pop(node.index)
+            args = [nodes[a] for a in node.args]
+
+            def true(a):
+                return self._true_any(a, F[a.index])
+
+            def push(arg, value):
+                if arg.index in self.live:
+                    cot[arg.index] = cot.get(arg.index, 0) + value
+
+            if node.op == "param":
+                start, stop, _ = self.offsets[node.payload]
+                grad[..., start:stop] += np.reshape(g, (*np.shape(grad)[:-1], stop - start))
+            elif node.op == "scalar":
+                for start, _, fn in self._scalar_fns[node.index][2]:
+                    grad[..., start] += g * fn(0.0, *self._scalar_values(F))
+            elif node.op == "matmul":
+                A, X = args
+                push(A, g @ np.swapaxes(true(X), -1, -2))
+                push(X, np.swapaxes(true(A), -1, -2) @ g)
+            elif node.op == "add":
+                for a in args:
+                    push(a, g)
+            elif node.op == "transpose":
+                push(args[0], np.swapaxes(g, -1, -2))
+            elif node.op in ("hadamard", "scale"):
+                x, y = args
+                for a, other in ((x, y), (y, x)):
+                    if a.op == "scalar":
+                        push(a, np.sum(g * true(other), axis=(-2, -1)))
+                    else:
+                        push(a, g * true(other))
+            elif node.op == "apply":
+                fn, dfn, at = self._activations[self.graph.activations.index(node.payload)]
+                u = true(args[0])
+                push(args[0], g * dfn(fn(u) if at == "output" else u))
