@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from symbolic import CompiledForm
 
 from ._checks import SolverOptions, observed
+from ._quadrature import adaptive_parameter_integral
 from ._rk import StepBudget
 from ._solve import Trajectory, integrate_intervals, solve_trajectory
 
@@ -27,12 +28,6 @@ __all__ = [
     "interpolated_adjoint",
     "quadrature_adjoint",
 ]
-
-#: Gauss–Legendre nodes and weights on [0, 1] for the quadrature adjoint: 5 points are
-#: exact for polynomials of degree 9, beyond the order of every interpolant used.
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(5)
-_GL_X = (_GL_X + 1.0) / 2.0
-_GL_W = _GL_W / 2.0
 
 
 @dataclass
@@ -87,12 +82,16 @@ def _adjoint_pass(
     ``mode`` is ``"backsolve"`` (state ``[z, a, a_theta]``, ``z`` integrated backwards and
     reset to the forward value at each observation time), ``"interpolated"`` (state
     ``[a, a_theta]``, ``z`` from the forward dense output) or ``"quadrature"`` (state ``a``;
-    ``dL/dtheta`` afterwards by Gauss–Legendre quadrature over the backward steps).
+    ``dL/dtheta`` afterwards by adaptive Gauss–Kronrod quadrature over the backward steps).
+    The states are flat vectors; ``a_theta`` is summed over the batch (only the sum is
+    needed), so it costs ``p`` unknowns, not ``B p``.
     """
     traj = solve_trajectory(compiled, z0, theta, times, options)
     loss, g, grad_times = _observation_terms(compiled, traj, theta, times, data)
     n, p, N = compiled.n, compiled.p, len(times) - 1
     B = z0.shape[0]
+    Bn = B * n
+    kernel = compiled.kernel(theta)
     budget = StepBudget(options.max_steps)
     reconstruction = [0.0]
 
@@ -101,80 +100,98 @@ def _adjoint_pass(
 
     if mode == "backsolve":
         def rhs(t, y):
-            z, a = y[:, :n], y[:, n : 2 * n]
-            return np.concatenate(
-                [
-                    compiled.rhs(z, theta, t),
-                    -compiled.vjp_state(z, theta, t, a),
-                    -compiled.vjp_params(z, theta, t, a),
-                ],
-                axis=1,
-            )
+            z, a = y[:Bn].reshape(B, n), y[Bn : 2 * Bn].reshape(B, n)
+            f, zbar, grad, _ = kernel.vjp(z, t, a, want_f=True)
+            return np.concatenate([f.ravel(), -zbar.ravel(), -grad])
 
-        y_start = np.concatenate([traj.zs[N], g[N], np.zeros((B, p))], axis=1)
+        y_start = np.concatenate([traj.zs[N].ravel(), g[N].ravel(), np.zeros(p)])
 
         def at_node(i, y):
             j = N - i  # arrived at times[j]
             z_forward = traj.zs[j]
-            drift = np.linalg.norm(y[:, :n] - z_forward) / max(np.linalg.norm(z_forward), 1e-300)
+            drift = np.linalg.norm(y[:Bn] - z_forward.ravel()) / max(
+                np.linalg.norm(z_forward), 1e-300)
             reconstruction[0] = max(reconstruction[0], float(drift))
             y = y.copy()
-            y[:, :n] = z_forward
-            y[:, n : 2 * n] += g[j]
+            y[:Bn] = z_forward.ravel()
+            y[Bn : 2 * Bn] += g[j].ravel()
             return y
 
-        a_slice, theta_slice = slice(n, 2 * n), slice(2 * n, 2 * n + p)
+        a_slice, theta_slice = slice(Bn, 2 * Bn), slice(2 * Bn, 2 * Bn + p)
     else:
         with_theta = mode == "interpolated"
 
         def rhs(t, y):
-            z = z_at(t)
-            a = y[:, :n]
-            parts = [-compiled.vjp_state(z, theta, t, a)]
-            if with_theta:
-                parts.append(-compiled.vjp_params(z, theta, t, a))
-            return np.concatenate(parts, axis=1)
+            a = y[:Bn].reshape(B, n)
+            zbar, grad, _ = kernel.vjp(z_at(t), t, a, params=with_theta)
+            if not with_theta:
+                return -zbar.ravel()
+            return np.concatenate([-zbar.ravel(), -grad])
 
-        y_start = np.concatenate([g[N], np.zeros((B, p if with_theta else 0))], axis=1)
+        y_start = np.concatenate([g[N].ravel(), np.zeros(p if with_theta else 0)])
 
         def at_node(i, y):
             y = y.copy()
-            y[:, :n] += g[N - i]
+            y[:Bn] += g[N - i].ravel()
             return y
 
-        a_slice, theta_slice = slice(0, n), slice(n, n + p)
+        a_slice, theta_slice = slice(0, Bn), slice(Bn, Bn + p)
 
     segments = integrate_intervals(
         rhs, y_start, times[::-1], options, budget, at_node=at_node, what="adjoint",
-        need_end_derivative=True,
+        need_end_derivative=True, dense=mode == "quadrature",
     )
     y_end = segments[-1].ys[-1]
     # at_node already added the jump at t_0 = times[0]; g[0] is zero by definition
-    a0 = y_end[:, a_slice]
+    a0 = y_end[a_slice].reshape(B, n)
+    info = {}
     if mode == "quadrature":
-        grad_theta = np.zeros(p)
-        for seg_index, segment in enumerate(segments):
-            interval = N - 1 - seg_index
-            for k in range(segment.steps):
-                t_lo, t_hi = segment.ts[k], segment.ts[k + 1]
-                h = t_hi - t_lo
-                for x, w in zip(_GL_X, _GL_W, strict=False):
-                    t = t_lo + x * h
-                    a = segment.evaluate(t)[:, :n]
-                    z = traj.evaluate(t, interval)
-                    grad_theta -= w * h * compiled.vjp_params(z, theta, t, a).sum(axis=0)
+        grad_theta, info = _quadrature(kernel, traj, segments, options, B, p)
     else:
-        grad_theta = y_end[:, theta_slice].sum(axis=0)
+        grad_theta = y_end[theta_slice]
     grad_times[0] = _start_time_gradient(compiled, z0, theta, times[0], a0)
-    info = {
+    info.update({
         "forward_steps": sum(s.steps for s in traj.segments),
         "backward_steps": sum(s.steps for s in segments),
         "rejected_steps": traj.budget.rejected + budget.rejected,
         "nfev": traj.budget.nfev + budget.nfev,
-    }
+    })
     if mode == "backsolve":
         info["reconstruction_error"] = reconstruction[0]
     return ContinuousResult(loss, a0, grad_theta, grad_times, info)
+
+
+#: Tolerances of the quadrature where the solver has none (fixed steps): the
+#: discretization, not the quadrature, then limits the accuracy.
+FIXED_STEP_QUADRATURE_RTOL = 1e-12
+
+
+def _quadrature(kernel, traj: Trajectory, segments, options: SolverOptions, B: int,
+                p: int) -> tuple[NDArray, dict]:
+    """``dL/dtheta`` by adaptive Gauss–Kronrod over the backward steps (see
+    :mod:`numeric._quadrature`), with ``a`` and ``z`` from dense output."""
+    N = len(segments)
+    pieces = []
+    for seg_index, segment in enumerate(segments):
+        interval = N - 1 - seg_index
+        for k in range(segment.steps):
+            lo, hi = sorted((float(segment.ts[k]), float(segment.ts[k + 1])))
+            pieces.append((interval, lo, hi))
+    n = traj.zs.shape[-1]
+
+    def integrand(interval, ts):
+        a = segments[N - 1 - interval].evaluate_many(ts).reshape(len(ts), B, n)
+        z = traj.segments[interval].evaluate_many(ts)
+        rows = len(ts) * B
+        t_rows = np.repeat(ts, B)
+        return kernel.parameter_integrand(z.reshape(rows, n), t_rows, a.reshape(rows, n),
+                                          len(ts))
+
+    rtol = options.rtol if options.rtol is not None else FIXED_STEP_QUADRATURE_RTOL
+    atol = options.atol if options.atol is not None else 0.0
+    result = adaptive_parameter_integral(integrand, pieces, p, B, rtol=rtol, atol=atol)
+    return result.value, {"quadrature_pieces": result.pieces,
+                          "quadrature_levels": result.levels}
 
 
 def backsolve_adjoint(compiled, z0, theta, times, options, *, data=None) -> ContinuousResult:
@@ -194,9 +211,10 @@ def interpolated_adjoint(compiled, z0, theta, times, options, *, data=None) -> C
 
 
 def quadrature_adjoint(compiled, z0, theta, times, options, *, data=None) -> ContinuousResult:
-    """Adjoint for ``a`` alone, then ``dL/dtheta`` by 5-point Gauss–Legendre quadrature of
-    :math:`(\\partial f/\\partial\\theta)^T a` over every backward step, with ``a`` and ``z``
-    from dense output."""
+    """Adjoint for ``a`` alone, then ``dL/dtheta`` by adaptive Gauss–Kronrod quadrature of
+    :math:`(\\partial f/\\partial\\theta)^T a` over the backward steps, with ``a`` and ``z``
+    from dense output, to the solver's tolerances (pieces are halved where the integrand
+    is not resolved)."""
     return _adjoint_pass(compiled, z0, theta, times, options, mode="quadrature", data=data)
 
 

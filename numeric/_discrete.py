@@ -204,10 +204,10 @@ def replay(
         z = combine(z, h, weights, k)
         if index + 1 == len(steps) or steps[index + 1][0] != j:  # observation time t_{j+1}
             if not np.all(np.isfinite(z)):  # a non-finite state stays non-finite
+                end, begin = float(np.real(times[j + 1])), float(np.real(times[j]))
                 raise IntegrationError(
-                    f"integration on the frozen grid stopped in [t_{j}, t_{j + 1}] = "
-                    f"[{float(np.real(times[j])):.6g}, {float(np.real(times[j + 1])):.6g}]: "
-                    "the state became non-finite (inf or nan).",
+                    f"integration on the frozen grid stopped at t={end:.6g}: the state became "
+                    f"non-finite (inf or nan) after t={begin:.6g}.",
                     t=float(np.real(times[j + 1])),
                     cause="non-finite state",
                 )

@@ -151,6 +151,36 @@ class Segment:
         s[0], s[-1] = 0.0, 1.0
         return s
 
+    def evaluate_many(self, ts: NDArray) -> NDArray:
+        """The dense-output solution at every time in ``ts`` (inside the interval), shape
+        ``(len(ts), *y.shape)``: :meth:`evaluate` vectorised over times."""
+        ts = np.asarray(ts, dtype=float)
+        forward = self.ts[-1] >= self.ts[0]
+        keys = self.ts if forward else -self.ts
+        idx = np.searchsorted(keys, ts if forward else -ts, side="right") - 1
+        idx = np.clip(idx, 0, self.steps - 1)
+        h = self.ts[idx + 1] - self.ts[idx]
+        x = (ts - self.ts[idx]) / h
+        y0 = self.ys[idx]
+        k = self.ks[idx]  # (len, s, ...)
+        shape = (-1,) + (1,) * (y0.ndim - 1)
+        if self.tableau.dense is not None:
+            powers = x[:, None] ** np.arange(1, self.tableau.dense.shape[1] + 1)
+            weights = powers @ self.tableau.dense.T  # (len, s)
+            return y0 + (h.reshape(shape) * np.einsum("ls,ls...->l...", weights, k))
+        y1 = self.ys[idx + 1]
+        f0 = k[:, 0]
+        ends = np.concatenate([self.ks[1:, 0], self.f_end[None]]) if self.f_end is not None \
+            else self.ks[:, 0]
+        f1 = ends[idx]
+        xs = x.reshape(shape)
+        hs = h.reshape(shape)
+        h00 = 2 * xs**3 - 3 * xs**2 + 1
+        h10 = xs**3 - 2 * xs**2 + xs
+        h01 = -2 * xs**3 + 3 * xs**2
+        h11 = xs**3 - xs**2
+        return h00 * y0 + h10 * hs * f0 + h01 * y1 + h11 * hs * f1
+
     def evaluate(self, t: float) -> NDArray:
         """The dense-output solution at ``t`` inside the interval, shape ``(B, m)``.
 
@@ -204,20 +234,29 @@ def fixed_segment(
     *,
     what: str = "state",
     need_end_derivative: bool = False,
+    dense: bool = True,
 ) -> Segment:
-    """Integrate ``[t_a, t_b]`` with ``steps`` equal steps of a fixed-step method."""
+    """Integrate ``[t_a, t_b]`` with ``steps`` equal steps of a fixed-step method.
+
+    ``dense=False`` keeps only the end points (no dense output), for passes whose steps
+    are not needed afterwards."""
     fractions = np.linspace(0.0, 1.0, steps + 1)
     ts = t_a + fractions * (t_b - t_a)
     ts[-1] = t_b
-    ys = np.empty((steps + 1, *y.shape), dtype=y.dtype)
-    ks = np.empty((steps, tableau.stages, *y.shape), dtype=y.dtype)
+    kept = steps if dense else 1
+    ys = np.empty((kept + 1, *y.shape), dtype=y.dtype)
+    ks = np.empty((kept if dense else 0, tableau.stages, *y.shape), dtype=y.dtype)
     ys[0] = y
+    current = y
     for i in range(steps):
         budget.spend(ts[i])
-        ys[i + 1], ks[i] = rk_step(rhs, ts[i], ys[i], ts[i + 1] - ts[i], tableau,
-                                   t_end=ts[i + 1])
+        current, k = rk_step(rhs, ts[i], current, ts[i + 1] - ts[i], tableau,
+                             t_end=ts[i + 1])
+        if dense:
+            ys[i + 1], ks[i] = current, k
         budget.nfev += tableau.stages
-        _check_finite(ys[i + 1], ts[i + 1], what)
+        _check_finite(current, ts[i + 1], what)
+    ys[-1] = current
     f_end = None
     if need_end_derivative:
         f_end = rhs(t_b, ys[-1])
@@ -270,6 +309,7 @@ def adaptive_segment(
     carry: AdaptiveState,
     *,
     what: str = "state",
+    dense: bool = True,
 ) -> Segment:
     """Integrate ``[t_a, t_b]`` adaptively with an embedded pair (Dormand–Prince 5(4)).
 
@@ -323,8 +363,9 @@ def adaptive_segment(
             y = y_new
             f = k[-1] if tableau.fsal else rhs(t, y)
             ts.append(t)
-            ys.append(y)
-            ks.append(k)
+            if dense:
+                ys.append(y)
+                ks.append(k)
             factor = MAX_FACTOR if err == 0 else min(MAX_FACTOR, SAFETY * err**exponent)
             h_abs = max(h_abs if last else 0.0, abs(h) * max(MIN_FACTOR, factor))
         else:
@@ -333,4 +374,6 @@ def adaptive_segment(
             h_abs = abs(h) * min(1.0, max(MIN_FACTOR, factor))
     carry.h_abs = h_abs
     carry.f = f
+    if not dense:
+        ys.append(y)
     return Segment(ts=np.array(ts), ys=np.array(ys), ks=np.array(ks), tableau=tableau)

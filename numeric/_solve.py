@@ -61,11 +61,13 @@ def integrate_intervals(
     at_node: Callable[[int, NDArray], NDArray] | None = None,
     what: str = "state",
     need_end_derivative: bool = False,
+    dense: bool = True,
 ) -> list[Segment]:
     """Integrate ``rhs`` from ``nodes[0]`` through every later node (in either direction).
 
     ``at_node(i, y)`` is called on arrival at ``nodes[i]`` (i >= 1) and returns the state to
-    continue from: the adjoint adds its jump there.
+    continue from: the adjoint adds its jump there. ``dense=False`` keeps no steps (only
+    each interval's end), for passes that need no dense output.
     """
     segments = []
     carry = AdaptiveState()
@@ -75,12 +77,12 @@ def integrate_intervals(
         if options.tableau.adaptive:
             segment = adaptive_segment(
                 rhs, y, t_a, t_b, options.tableau, options.rtol, options.atol, budget, carry,
-                what=what,
+                what=what, dense=dense,
             )
         else:
             segment = fixed_segment(
                 rhs, y, t_a, t_b, options.tableau, options.steps, budget, what=what,
-                need_end_derivative=need_end_derivative,
+                need_end_derivative=need_end_derivative, dense=dense,
             )
         segments.append(segment)
         y = segment.ys[-1]
@@ -95,9 +97,10 @@ def solve_trajectory(
 ) -> Trajectory:
     """Solve ``dz/dt = f`` through ``times`` with the checked ``options``."""
     budget = StepBudget(options.max_steps)
+    kernel = compiled.kernel(theta)
 
     def rhs(t, z):
-        return compiled.rhs(z, theta, t)
+        return kernel.rhs(z, t)
 
     segments = integrate_intervals(rhs, z0, times, options, budget, need_end_derivative=True)
     zs = np.stack([z0] + [segment.ys[-1] for segment in segments])

@@ -50,8 +50,10 @@ class _Kernel:
 
     dtype: np.dtype
 
-    def vjp(self, z: NDArray, t, a: NDArray, *, params: bool = True, want_t: bool = False):
-        """``(zbar, theta_bar summed over the batch or None, tbar)`` in one call."""
+    def vjp(self, z: NDArray, t, a: NDArray, *, params: bool = True, want_t: bool = False,
+            want_f: bool = False):
+        """``(zbar, theta_bar summed over the batch or None, tbar)`` in one call, and ``f``
+        first when ``want_f`` (the forward pass computes it anyway)."""
         key = (z.shape[0], np.result_type(z, a, self.dtype))
         cached = self._one_slot.get(key)
         if cached is None:
@@ -60,10 +62,10 @@ class _Kernel:
         tape, save, reverse = cached
         if tape.extra is not None:
             tape.extra[...] = 0
-        save(z, t, 0, None, False)
+        f = save(z, t, 0, None, False)
         zbar, tbar = reverse(a, t, 0, want_t, None, False)
         grad = self.parameter_gradient(tape) if params else None
-        return zbar, grad, tbar
+        return (f, zbar, grad, tbar) if want_f else (zbar, grad, tbar)
 
     def vjp_state(self, z: NDArray, t, a: NDArray) -> NDArray:
         return self.vjp(z, t, a, params=False)[0]
@@ -122,14 +124,24 @@ class MatrixKernel(_Kernel):
             return np.zeros(z.shape, dtype=np.result_type(z, self.dtype))
         return np.broadcast_to(out, z.shape).copy() if out.shape != z.shape else out
 
-    def vjp_params_per_sample(self, z: NDArray, t, a: NDArray) -> NDArray:
-        """``(B, p)``: each sample's :math:`(\\partial f/\\partial\\theta)^T a` (small sizes)."""
+    def parameter_integrand(self, z: NDArray, t, a: NDArray, groups: int) -> NDArray:
+        """``(groups, p)``: :math:`\\sum_{\\text{rows}} (\\partial f/\\partial\\theta)^T a`
+        over each of ``groups`` equal consecutive groups of rows; ``t`` a scalar or one time
+        per row."""
         dtype = np.result_type(z, a, self.dtype)
-        tape = self.kernels.tape(1, z.shape[0], dtype, per_sample=True)
+        if np.ndim(t):
+            t = np.reshape(t, (-1, 1))
+        tape = self.kernels.tape(1, z.shape[0], dtype, per_row=True)
         self.kernels.save(self.F, self.FT, tape.saved, z, t, 0, None, False)
         self.kernels.reverse(self.F, self.FT, tape.saved, tape.cots, tape.extra, True, a, t,
                              0, False, None, False)
-        return self.kernels.parameter_gradient(tape, self.F, per_sample=True)
+        out = self.kernels.parameter_gradient(tape, self.F, groups=groups)
+        tape.release()
+        return out
+
+    def vjp_params_per_sample(self, z: NDArray, t, a: NDArray) -> NDArray:
+        """``(B, p)``: each sample's :math:`(\\partial f/\\partial\\theta)^T a` (small sizes)."""
+        return self.parameter_integrand(z, t, a, z.shape[0])
 
 
 @dataclass
@@ -214,6 +226,11 @@ class ElementwiseKernel(_RowKernel):
         t = np.repeat(tape.t[:used], batch) if used > 1 else tape.t[0]
         return column_sums(self.compiled.vjp_params(z, self.theta, t, a))
 
+    def parameter_integrand(self, z: NDArray, t, a: NDArray, groups: int) -> NDArray:
+        """``(groups, p)``: the summed parameter VJP over equal consecutive row groups."""
+        per_row = self.compiled.vjp_params(z, self.theta, t, a)
+        return per_row.reshape(groups, -1, per_row.shape[-1]).sum(axis=1)
+
     def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None) -> NDArray:
         parts = [x for x in (dz, dtheta) if x is not None]
         out = np.zeros(z.shape, dtype=np.result_type(z, self.dtype, *parts))
@@ -275,6 +292,16 @@ class LinearKernel(_RowKernel):
         z = tape.z[:used].reshape(-1, tape.z.shape[-1])
         a = tape.a[:used].reshape(-1, tape.a.shape[-1])
         return self.structure.theta_gradient(self.theta, a.T @ z, column_sums(a))
+
+    def parameter_integrand(self, z: NDArray, t, a: NDArray, groups: int) -> NDArray:
+        """``(groups, p)``: the summed parameter VJP over equal consecutive row groups."""
+        n = z.shape[-1]
+        zg, ag = z.reshape(groups, -1, n), a.reshape(groups, -1, n)
+        grad_A = np.swapaxes(ag, 1, 2) @ zg
+        out = np.einsum("gij,ijk->gk", grad_A, self.structure.matrix_grad(self.theta))
+        if self.affine:
+            out += ag.sum(axis=1) @ self.structure.offset_grad(self.theta)
+        return out
 
     def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None) -> NDArray:
         out = np.zeros(z.shape, dtype=np.result_type(z, self.dtype))

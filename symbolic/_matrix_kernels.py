@@ -280,8 +280,8 @@ class _Emitter:
                 lines.append(f"    c{self.cots[key]}[...] = np.sum({g} * "
                              f"{self.value(X.index)}, axis=-1, keepdims=True)")
             if c.row:  # a time-dependent factor: its own gradients, now
-                lines.append(f"    _cgrad{c.index}(t, F, E, _dot({g}, {self.value(X.index)}, "
-                             f"per), want_t, T)")
+                lines.append(f"    _cgrad{c.index}(t, F, E, _dot({g}, {self.value(X.index)}), "
+                             "want_t, T, per)")
         elif node.op == "apply":
             act: Activation = node.payload
             k = self.graph.activations.index(act)
@@ -346,9 +346,9 @@ def _T(x):
     return None if x is None else x.T
 
 
-def _dot(g, x, per_sample):
-    """``sum(g * x)``, per sample (summed over the last axis only) when asked."""
-    return np.sum(g * x, axis=-1) if per_sample else np.sum(g * x)
+def _dot(g, x):
+    """``sum(g * x)`` per row, shape ``(rows, 1)``: a factor ``c(t)`` may differ by row."""
+    return np.sum(g * x, axis=-1, keepdims=True)
 
 
 def _sum(*parts):
@@ -455,7 +455,7 @@ class MatrixKernels:
         dparams = [(self.offsets[i][0], k,
                      sp.lambdify([t, *leaves], sp.diff(expr, leaf), modules="numpy"))
                    for k, (i, leaf) in enumerate(zip(self._scalar_leaves, leaves, strict=True))
-                   if expr.has(leaf)]
+                   if expr.has(leaf)]  # (theta offset, position among the scalars, d/ds)
         self._scalar_fns[node.index] = (value, dtime, dparams)
         values = self._scalar_values
 
@@ -473,12 +473,15 @@ class MatrixKernels:
                     total = _sum(total, fn(t_, *args) * dF[-1][k])
             return total
 
-        def gradient(t_, F, E, dot, want_t, T):
+        def gradient(t_, F, E, rowdot, want_t, T, per_row):
+            """Add dc/dt and dc/ds times sum(G * X), row by row (``t_`` may be a column);
+            ``E`` holds the scalar parameters' gradients (per row when ``per_row``)."""
             args = values(F)
             if want_t:
-                T[0] = T[0] + dtime(t_, *args) * dot
-            for start, _, fn in dparams:
-                E[..., start] += fn(t_, *args) * dot
+                T[0] = T[0] + np.sum(dtime(t_, *args) * rowdot)
+            for _, k, fn in dparams:
+                weighted = fn(t_, *args) * rowdot
+                E[..., k] += weighted[..., 0] if per_row else np.sum(weighted)
 
         return {f"_scalar{node.index}": scalar, f"_dtime{node.index}": d_time,
                 f"_tscalar{node.index}": tangent, f"_cgrad{node.index}": gradient}
@@ -576,44 +579,49 @@ class MatrixKernels:
         return self._rep(node, np.asarray(value))
 
     # -- parameter gradients ------------------------------------------------------------
-    def tape(self, slots: int, batch: int, dtype, *, per_sample: bool = False) -> Tape:
-        """Buffers for ``slots`` calls of ``save``/``reverse`` on a batch of ``batch`` rows."""
+    def tape(self, slots: int, batch: int, dtype, *, per_row: bool = False) -> Tape:
+        """Buffers for ``slots`` calls of ``save``/``reverse`` on a batch of ``batch`` rows;
+        ``per_row`` keeps the scalar parameters' time-dependent terms per row (for
+        gradients by group, one slot)."""
         nodes = self.graph.nodes
         saved = [POOL.empty((slots, batch, nodes[i].rows), dtype) for i in self.saved_nodes]
         cots = [POOL.empty((slots, batch, w), dtype) for w in self.cot_widths]
-        extra = np.zeros((batch, self.p) if per_sample else self.p, dtype=dtype)
+        count = len(self._scalar_leaves)
+        extra = np.zeros((batch, count) if per_row else count, dtype=dtype)
         return Tape(saved, cots, extra, slots)
 
-    def parameter_gradient(self, tape: Tape, F: list, *, per_sample: bool = False) -> NDArray:
+    def parameter_gradient(self, tape: Tape, F: list, *, groups: int | None = None) -> NDArray:
         """``dL/dtheta`` from the cotangents recorded on the first ``tape.used`` slots: one
         product per term over all slots and rows, then back through the fixed nodes.
-        ``per_sample`` (one slot) keeps the batch axis: shape ``(B, p)``."""
+
+        ``groups=g`` splits the rows (of a one-slot, ``per_row`` tape) into ``g`` equal
+        consecutive groups and returns one gradient per group, shape ``(g, p)``.
+        """
         used = tape.used
         nodes = self.graph.nodes
+        lead = () if groups is None else (groups,)
         fixed_cot: dict[int, Any] = {}
         for term in self.terms:
             node = nodes[term.target]
             cot = tape.cots[term.cot][:used]
-            if per_sample:
-                cot = cot[0]  # (B, w)
-                if term.kind == "outer":
-                    value = cot[:, :, None] * tape.saved[term.saved][0][:, None, :]
-                elif node.op == "scalar":
-                    value = cot[:, 0]
-                else:
-                    value = cot[:, :, None]
+            cot = cot.reshape(*lead, -1, cot.shape[-1])
+            if term.kind == "outer":
+                x = tape.saved[term.saved][:used]
+                x = x.reshape(*lead, -1, x.shape[-1])
+                value = np.swapaxes(cot, -1, -2) @ x
+            elif node.op == "scalar":
+                value = cot.sum(axis=(-2, -1))
             else:
-                flat = cot.reshape(-1, cot.shape[-1])
-                if term.kind == "outer":
-                    x = tape.saved[term.saved][:used]
-                    value = flat.T @ x.reshape(-1, x.shape[-1])
-                elif node.op == "scalar":
-                    value = flat.sum()
-                else:
-                    value = (np.ones(flat.shape[0], dtype=flat.dtype) @ flat).reshape(
-                        node.rows, node.cols)
+                ones = np.ones(cot.shape[-2], dtype=cot.dtype)
+                value = (ones @ cot).reshape(*lead, node.rows, node.cols)
             fixed_cot[term.target] = fixed_cot.get(term.target, 0) + value
-        grad = np.array(tape.extra, copy=True)
+        grad = np.zeros((*lead, self.p), dtype=np.result_type(
+            tape.extra, *(c.dtype for c in tape.cots)))
+        if self._scalar_leaves:
+            extra = tape.extra if groups is None or tape.extra.ndim == 1 else (
+                tape.extra.reshape(groups, -1, tape.extra.shape[-1]).sum(axis=1))
+            for k, i in enumerate(self._scalar_leaves):
+                grad[..., self.offsets[i][0]] += extra[..., k]
         self._fixed_reverse(fixed_cot, F, grad)
         return grad
 
