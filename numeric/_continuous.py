@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from symbolic import CompiledForm
 
+from ._budget import check_memory
 from ._checks import SolverOptions, observed
 from ._quadrature import adaptive_parameter_integral
 from ._rk import StepBudget
@@ -237,6 +238,10 @@ def forward_sensitivity(compiled, z0, theta, times, options, *, data=None) -> Co
     n, p = compiled.n, compiled.p
     B = z0.shape[0]
     m = n + n * n + n * p
+    stages = options.tableau.stages + 4  # the stages, the state, the step's temporaries
+    check_memory("forward_sensitivity", 8.0 * stages * B * m,
+                 f"the sensitivities dz/dz0 and dz/dtheta ({B} x {n} x {n + p} numbers)",
+                 "'interpolated_adjoint' (or an audit, which checks along directions)")
 
     def rhs(t, y):
         z = y[:, :n]
@@ -256,7 +261,8 @@ def forward_sensitivity(compiled, z0, theta, times, options, *, data=None) -> Co
         [z0, np.broadcast_to(np.eye(n).reshape(1, -1), (B, n * n)), np.zeros((B, n * p))], axis=1
     )
     budget = StepBudget(options.max_steps)
-    segments = integrate_intervals(rhs, y0, times, options, budget, what="sensitivity")
+    segments = integrate_intervals(rhs, y0, times, options, budget, what="sensitivity",
+                                   dense=False)
     N = len(times) - 1
     grad_z0 = np.zeros_like(z0)
     grad_theta = np.zeros(p)

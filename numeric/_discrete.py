@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from symbolic import CompiledForm
 from symbolic._buffers import POOL
 
+from ._budget import check_per_entry
 from ._checks import observed
 from ._errors import IntegrationError, MethodUnavailable
 from ._rk import combine
@@ -342,6 +343,8 @@ def complex_step_gradient(
     analytic map and disagree at a branch point (``sqrt(t)`` at ``t = 0``), where the method
     refuses with ``MethodUnavailable``. Cost: ``2 (n + p + N+1)`` complex replays.
     """
+    check_per_entry("complex_step", z0.shape[1] + theta.shape[0] + times.shape[0], 2,
+                    grid.steps * tableau.stages, z0.shape[0])
     if compiled.non_analytic:
         raise MethodUnavailable(
             "complex_step",
@@ -410,6 +413,9 @@ def finite_difference_gradient(
     resolve. A time step is kept below a tenth of the smallest observation gap so that the
     perturbed times stay increasing.
     """
+    check_per_entry("finite_difference", z0.shape[1] + theta.shape[0] + times.shape[0], 4,
+                    grid.steps * tableau.stages, z0.shape[0])
+
     def run(z=z0, th=theta, ts=times):
         return replay(compiled, z, th, ts, grid, tableau, data=data).sample_loss
 

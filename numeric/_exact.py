@@ -72,7 +72,7 @@ def exact_gradient(
         _, frechet = scipy.linalg.expm_frechet(a_tilde.T * delta, direction)
         grad_a += delta * frechet
         grad_times[i] = float(np.sum(g[:, :n] * compiled.rhs(z_i, theta, times[i])))
-    grad_theta = np.einsum("ij,ijk->k", grad_a[:n, :n], structure.matrix_grad(theta))
-    grad_theta += grad_a[:n, n] @ structure.offset_grad(theta) if p else 0.0
+    grad_theta = structure.theta_gradient(theta, grad_a[:n, :n], grad_a[:n, n]) if p else \
+        np.zeros(0)
     grad_times[0] = -float(np.sum(grad_z0 * compiled.rhs(z0, theta, times[0])))
     return loss, grad_z0, grad_theta, grad_times

@@ -6,10 +6,11 @@ r"""The parameter gradient of the quadrature adjoint: adaptive Gauss–Kronrod q
 is integrated piece by piece over the steps of the backward solve, with ``z(t)`` and
 ``a(t)`` from dense output. Each piece gets the 15-point Kronrod rule and, from the same
 nodes, the 7-point Gauss rule; their difference bounds the Gauss rule's error and is taken
-as the (pessimistic) error of the Kronrod value. A piece whose estimate exceeds its share
-of the tolerance is halved, so an integrand that is not smooth somewhere (``sqrt(t - t_0)``
-at the start, a kink) gets small pieces there and nowhere else. All pieces of a level are
-evaluated together: one batched VJP over (piece, node, sample) rows.
+as the (pessimistic) error of the Kronrod value. Until the estimates sum to less than the
+tolerance, the pieces with the largest estimates are halved, so an integrand that is not
+smooth somewhere (``sqrt(t - t_0)`` at the start, a kink) gets small pieces there and
+nowhere else. All pieces of a round are evaluated together: one batched VJP over (piece,
+node, sample) rows.
 
 References
 ----------
@@ -83,7 +84,9 @@ def adaptive_parameter_integral(
     rtol: float,
     atol: float,
 ) -> QuadratureResult:
-    r""":math:`\sum_{\text{pieces}} \int_{lo}^{hi} I(t)\,dt`, each entry to ``atol + rtol S_j``.
+    r""":math:`\sum_{\text{pieces}} \int_{lo}^{hi} I(t)\,dt`, each entry to ``atol + rtol S_j``
+    in total: the pieces with the largest error estimates are halved until the estimates
+    sum to less than that.
 
     Parameters
     ----------
@@ -103,36 +106,36 @@ def adaptive_parameter_integral(
         When a piece is halved ``MAX_LEVELS`` times and still misses its tolerance (the
         integrand is singular there).
     """
-    span = sum(abs(hi - lo) for _, lo, hi in pieces) or 1.0
-    total = np.zeros(p)
-    error = np.zeros(p)
-    scale: NDArray | None = None
-    todo = list(pieces)
-    level = 0
-    evaluated = 0
-    while todo:
-        kronrod, gauss = _rules(integrand, todo, p, rows_per_time)
-        evaluated += len(todo)
-        estimate = np.abs(kronrod - gauss)  # (pieces, p)
-        if scale is None:
-            scale = np.abs(kronrod).sum(axis=0)
-        tolerance = atol + rtol * scale  # (p,)
-        share = np.array([abs(hi - lo) / span for _, lo, hi in todo])[:, None]
-        accepted = np.all(estimate <= tolerance * share, axis=1)
-        if level == MAX_LEVELS and not np.all(accepted):
-            _, lo, _ = todo[int(np.argmin(accepted))]
+    kronrod, gauss = _rules(integrand, pieces, p, rows_per_time)
+    current = list(pieces)
+    estimate = np.abs(kronrod - gauss)  # (pieces, p)
+    tolerance = atol + rtol * np.abs(kronrod).sum(axis=0)  # (p,)
+    tiny = np.finfo(float).tiny
+    evaluated, level = len(pieces), 0
+    while np.any(estimate.sum(axis=0) > tolerance):
+        if level == MAX_LEVELS:
+            worst = current[int(np.argmax(np.max(estimate / np.maximum(tolerance, tiny),
+                                                 axis=1)))]
             raise IntegrationError(
-                f"the quadrature of dL/dtheta did not converge near t={lo:.6g}: after "
+                f"the quadrature of dL/dtheta did not converge near t={worst[1]:.6g}: after "
                 f"{MAX_LEVELS} halvings the integrand (df/dtheta)^T a is still not resolved "
                 "(it is singular there); use interpolated_adjoint.",
-                t=float(lo), cause="quadrature did not converge",
+                t=float(worst[1]), cause="quadrature did not converge",
             )
-        total += kronrod[accepted].sum(axis=0)
-        error += estimate[accepted].sum(axis=0)
-        todo = [half for piece, ok in zip(todo, accepted, strict=True) if not ok
-                for half in _halves(piece)]
+        # halve every piece above an even share of half the tolerance: the others then
+        # sum to at most half of it
+        share = np.max(estimate / np.maximum(tolerance, tiny), axis=1)
+        split = share > 0.5 / len(current)
+        halves = [half for piece, s in zip(current, split, strict=True) if s
+                  for half in _halves(piece)]
+        new_k, new_g = _rules(integrand, halves, p, rows_per_time)
+        evaluated += len(halves)
+        keep = ~split
+        current = [piece for piece, k in zip(current, keep, strict=True) if k] + halves
+        kronrod = np.concatenate([kronrod[keep], new_k])
+        estimate = np.concatenate([estimate[keep], np.abs(new_k - new_g)])
         level += 1
-    return QuadratureResult(total, error, evaluated, level)
+    return QuadratureResult(kronrod.sum(axis=0), estimate.sum(axis=0), evaluated, level)
 
 
 def _halves(piece: tuple[int, float, float]) -> list[tuple[int, float, float]]:

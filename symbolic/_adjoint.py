@@ -170,12 +170,18 @@ def derive_adjoint(dynamics: Dynamics, loss: sp.Expr, targets=()) -> AdjointSyst
     AdjointSystem
         Exact expressions; for the seed's ``f = W z`` the adjoint right-hand side is
         :math:`-W^T a` and the parameter integrand holds the entries of :math:`a z^T`.
+        For matrix-form dynamics a :class:`~symbolic._matrix_adjoint.MatrixAdjointSystem`
+        of matrix formulas, derived by reverse accumulation (never entry by entry).
 
     References
     ----------
     R. T. Q. Chen, Y. Rubanova, J. Bettencourt, D. Duvenaud, "Neural Ordinary Differential
     Equations", NeurIPS 2018, Section 2 and Appendix B.
     """
+    if dynamics.form == "matrix":
+        from ._matrix_adjoint import derive_matrix_adjoint
+
+        return derive_matrix_adjoint(dynamics, loss, targets)
     loss_expr = check_loss(dynamics, loss, targets)
     target_symbols = check_targets(dynamics, targets)
     a = sp.Matrix(adjoint_symbols(dynamics))

@@ -129,18 +129,27 @@ def _activation(fn: sp.Lambda, names: dict) -> Activation:
         return names[key]
     x = sp.Dummy("x", real=True)
     body = body.xreplace({variable: x})
+    known = {name: form(x) for name, form in _KNOWN_ACTIVATIONS.items()}
     if isinstance(body, sp.Function) and body.args == (x,):
         name = type(body).__name__
     elif body.is_Pow and body.base == x and body.exp.is_Number:
         name = f"pow{body.exp}"
     else:
-        name = f"sigma_{len(names) + 1}"
+        name = next((name for name, form in known.items() if sp.simplify(body - form) == 0),
+                    f"sigma_{len(names) + 1}")
     derivative = sp.diff(body, x)
     y = sp.Dummy("y", real=True)
     activation = Activation(name, x, body, derivative, _in_output(body, derivative, x, y), y)
     names[key] = activation
     return activation
 
+
+#: Elementwise functions that have no SymPy class of their own, named when recognised.
+_KNOWN_ACTIVATIONS = {
+    "sigmoid": lambda x: 1 / (1 + sp.exp(-x)),
+    "softplus": lambda x: sp.log(1 + sp.exp(x)),
+    "relu": lambda x: sp.Max(0, x),
+}
 
 #: Points where a rewrite of sigma' in terms of y = sigma(x) is checked against sigma'(x).
 _CHECK_POINTS = (-7.3, -3.1, -1.7, -0.9, -0.31, -0.05, 0.0, 0.04, 0.27, 0.8, 1.3, 2.9, 6.1)
@@ -237,7 +246,8 @@ class _Builder:
             )
         if isinstance(expr, (sp.ImmutableMatrix, sp.MutableDenseMatrix, sp.ZeroMatrix,
                              sp.OneMatrix, sp.Identity)):
-            explicit = sp.ImmutableMatrix(expr.as_explicit())
+            explicit = sp.ImmutableMatrix(expr.as_explicit() if hasattr(expr, "as_explicit")
+                                          else expr)
             if explicit.free_symbols:
                 raise MatrixFormError(
                     f"an explicit matrix in the right-hand side contains symbols "
