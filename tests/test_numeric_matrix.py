@@ -81,7 +81,7 @@ def test_large_network_refuses_per_entry_and_sensitivity_methods():
     z0 = rng.standard_normal((256, 16))
     theta = 0.1 * rng.standard_normal(dyn.p)
     times = np.array([0.0, 1.0])
-    with pytest.raises(MethodUnavailable, match="memory budget.*interpolated_adjoint"):
+    with pytest.raises(MethodUnavailable, match=r"memory budget.*interpolated_adjoint"):
         gradient(dyn, z0, theta, times, loss=loss, method="forward_sensitivity")
     for method in ("complex_step", "finite_difference"):
         with pytest.raises(MethodUnavailable, match="discrete_adjoint"):

@@ -206,7 +206,7 @@ def test_malformed_matrix_dynamics_raise(build, match):
 
 
 def test_matrix_loss_must_use_the_state_entries():
-    dyn, z = mlp()
+    dyn, _ = mlp()
     y = sp.MatrixSymbol("y", 3, 1)
     with pytest.raises(DynamicsError, match="not entries of the state"):
         compile_problem(dyn, (y.T * y)[0, 0])
