@@ -202,7 +202,7 @@ class Segment:
         if self.tableau.dense is not None:
             powers = x ** np.arange(1, self.tableau.dense.shape[1] + 1)
             weights = self.tableau.dense @ powers
-            return y0 + h * np.tensordot(weights, k, axes=1)
+            return y0 + (h * (weights @ k.reshape(k.shape[0], -1))).reshape(y0.shape)
         y1 = self.ys[idx + 1]
         f0 = k[0]
         f1 = self.ks[idx + 1][0] if idx + 1 < self.steps else self.f_end
@@ -291,10 +291,14 @@ def initial_step(
 
 @dataclass
 class AdaptiveState:
-    """What carries over from one interval to the next: the step size to try and f(t, y)."""
+    """What carries over from one interval to the next: the step size to try and f(t, y);
+    with a ``controlled`` slice, the local errors of the entries outside it, summed."""
 
     h_abs: float | None = None
     f: NDArray | None = None
+    controlled: slice | None = None
+    unchecked: NDArray | None = None
+    magnitude: NDArray | None = None  # |increments| of the unchecked entries, summed
 
 
 def adaptive_segment(
@@ -316,6 +320,11 @@ def adaptive_segment(
     The error of a step is the RMS over the whole batch of ``err / (atol + rtol *
     max(|y|, |y_new|))``; a step is accepted when it is at most 1. The step that reaches
     ``t_b`` is shortened to land on it exactly.
+
+    ``carry.controlled`` (a slice of a flat ``y``) restricts the test to those entries (a
+    seminorm: the others are quadrature variables that feed nothing back); the local
+    error estimates of the others are summed in ``carry.unchecked`` for the caller to
+    check afterwards.
     """
     direction = 1.0 if t_b >= t_a else -1.0
     t = t_a
@@ -331,6 +340,7 @@ def adaptive_segment(
     exponent = -1.0 / (tableau.error_order + 1)
     ts, ys, ks = [t], [y], []
     nonfinite = False
+    controlled = carry.controlled
     while t != t_b:
         budget.spend(t)
         remaining = abs(t_b - t)
@@ -354,11 +364,23 @@ def adaptive_segment(
         t_next = t_b if last else t + h
         y_new, k = rk_step(rhs, t, y, h, tableau, k_first=f, t_end=t_next)
         budget.nfev += tableau.stages - 1
-        scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
         with np.errstate(invalid="ignore", over="ignore"):
-            err = _rms(combine(None, h, tableau.plan.b_err, k) / scale)
+            local = combine(None, h, tableau.plan.b_err, k)
+            if controlled is None:
+                err = _rms(local / (atol + rtol * np.maximum(np.abs(y), np.abs(y_new))))
+            else:
+                err = _rms(local[controlled] / (atol + rtol * np.maximum(
+                    np.abs(y[controlled]), np.abs(y_new[controlled]))))
         nonfinite = not (np.isfinite(err) and np.all(np.isfinite(k)))
         if not nonfinite and err <= 1.0:
+            if controlled is not None:
+                rest, size = np.abs(local), np.abs(y_new - y)
+                rest[controlled] = size[controlled] = 0.0
+                if carry.unchecked is None:
+                    carry.unchecked, carry.magnitude = rest, size
+                else:
+                    carry.unchecked += rest
+                    carry.magnitude += size
             t = t_next
             y = y_new
             f = k[-1] if tableau.fsal else rhs(t, y)

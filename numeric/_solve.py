@@ -62,15 +62,22 @@ def integrate_intervals(
     what: str = "state",
     need_end_derivative: bool = False,
     dense: bool = True,
+    first_step: float | None = None,
+    carry: AdaptiveState | None = None,
 ) -> list[Segment]:
     """Integrate ``rhs`` from ``nodes[0]`` through every later node (in either direction).
 
     ``at_node(i, y)`` is called on arrival at ``nodes[i]`` (i >= 1) and returns the state to
     continue from: the adjoint adds its jump there. ``dense=False`` keeps no steps (only
-    each interval's end), for passes that need no dense output.
+    each interval's end), for passes that need no dense output. ``first_step`` is the
+    adaptive solver's first trial step (else it estimates one); the controller still checks
+    it. ``carry`` passes a seminorm and receives its unchecked errors (see
+    :func:`numeric._rk.adaptive_segment`).
     """
     segments = []
-    carry = AdaptiveState()
+    carry = carry if carry is not None else AdaptiveState()
+    if first_step is not None:
+        carry.h_abs = first_step
     y = y0
     for i in range(1, len(nodes)):
         t_a, t_b = float(nodes[i - 1]), float(nodes[i])

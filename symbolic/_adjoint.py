@@ -178,7 +178,7 @@ def derive_adjoint(dynamics: Dynamics, loss: sp.Expr, targets=()) -> AdjointSyst
     R. T. Q. Chen, Y. Rubanova, J. Bettencourt, D. Duvenaud, "Neural Ordinary Differential
     Equations", NeurIPS 2018, Section 2 and Appendix B.
     """
-    if dynamics.form == "matrix":
+    if getattr(dynamics, "form", None) == "matrix":
         from ._matrix_adjoint import derive_matrix_adjoint
 
         return derive_matrix_adjoint(dynamics, loss, targets)

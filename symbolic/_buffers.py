@@ -54,4 +54,11 @@ class BufferPool:
                 self._held += array.nbytes
 
 
+    def clear(self) -> None:
+        """Drop every free array (for measurements of peak memory)."""
+        with self._lock:
+            self._free.clear()
+            self._held = 0
+
+
 POOL = BufferPool()

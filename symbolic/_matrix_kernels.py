@@ -82,6 +82,7 @@ class _Emitter:
         self.cot_widths: list[int] = []
         self.terms: list[_Term] = []
         self.t_scalars: list[int] = []  # time-dependent scalar nodes
+        self.consumers = graph.consumers()
         self._plan_reverse()
 
     # -- which values the reverse pass needs ------------------------------------------
@@ -89,8 +90,18 @@ class _Emitter:
         if i not in self.saved:
             self.saved[i] = len(self.saved)
 
-    def _record(self, node: int, width: int) -> int:
-        key = (node, width)
+    def _canonical(self, i: int) -> int:
+        """The node whose cotangent is node ``i``'s very array: a node used once, by a sum,
+        has the sum's cotangent (recorded once, not copied)."""
+        while True:
+            users = self.consumers[i]
+            if len(users) != 1 or self.nodes[users[0]].op != "add" or not self.nodes[
+                    users[0]].row:
+                return i
+            i = users[0]
+
+    def _record(self, node, width: int) -> int:
+        key = (self._canonical(node) if isinstance(node, int) else node, width)
         if key not in self.cots:
             self.cots[key] = len(self.cot_widths)
             self.cot_widths.append(width)
@@ -152,25 +163,66 @@ class _Emitter:
         else:
             lines = ["def forward(F, FT, Z, t):"]
         output = self.graph.output
+        fused = self._fusions(save)
         for node in self.nodes:
-            if not node.row:
+            if not node.row or node.index in fused.values():
                 continue
             i = node.index
             out = f"s{self.saved[i]}" if save and i in self.saved else None
             if save and i == output and out is None and node.op not in ("state", "apply"):
                 lines.append("    if O is None:")
-                lines.extend("    " + line for line in self._forward_node(node, None))
+                lines.extend("    " + line for line in self._emit(node, None, fused))
                 lines.append("    else:")
-                lines.extend("    " + line for line in self._forward_node(node, "O"))
+                lines.extend("    " + line for line in self._emit(node, "O", fused))
                 continue
-            lines.extend(self._forward_node(node, out))
+            lines.extend(self._emit(node, out, fused))
         result = self.value(output)
         if save and (output in self.saved or self.nodes[output].op in ("state", "apply")):
             lines.append(f"    if O is not None: O[...] = {result}; return O")
         lines.append(f"    return {result}")
         return "\n".join(lines)
 
-    def _forward_node(self, node: Node, out: str | None) -> list[str]:
+    def _reusable(self, i: int) -> bool:
+        """An activation may overwrite its input (forward pass without saving)."""
+        node = self.nodes[i]
+        state = next(n.index for n in self.nodes if n.op == "state")
+        return (node.op in ("matmul", "add", "hadamard", "scale") and len(self.consumers[i]) == 1
+                and _depends_on(self.graph, i, state))
+
+    def _fresh(self, i: int, save: bool) -> bool:
+        """Node ``i``'s value is a new full-batch array that nothing else reads: a sum may
+        be formed in it in place."""
+        node = self.nodes[i]
+        state = next(n.index for n in self.nodes if n.op == "state")
+        return (node.op in ("matmul", "add", "hadamard", "scale") and len(self.consumers[i]) == 1
+                and not (save and i in self.saved) and _depends_on(self.graph, i, state))
+
+    def _fusions(self, save: bool) -> dict[int, int]:
+        """Sums ``X + b`` formed in X's array: {sum node: X}."""
+        fused = {}
+        for node in self.nodes:
+            if node.row and node.op == "add" and self._fresh(node.args[0], save):
+                fused[node.index] = node.args[0]
+        return fused
+
+    @staticmethod
+    def _ufunc(act: Activation) -> bool:
+        body = act.body
+        return isinstance(body, sp.Function) and body.args == (act.variable,) and \
+            type(body) in _UFUNCS
+
+    def _emit(self, node: Node, out: str | None, fused: dict[int, int]) -> list[str]:
+        """``node``'s value (into ``out`` if given), forming a fused sum in place."""
+        i = node.index
+        if i not in fused:
+            return self._forward_node(node, out, inplace=True)
+        inner = self.nodes[fused[i]]
+        other = self.value(node.args[1])
+        lines = self._emit(inner, out, fused)
+        target = out if out is not None else f"v{inner.index}"
+        return [*lines, f"    {target} += {other}", f"    v{i} = {target}"]
+
+    def _forward_node(self, node: Node, out: str | None, inplace: bool = False) -> list[str]:
         i, a = node.index, [self.value(j) for j in node.args]
         if node.op == "state":
             return [f"    v{i} = Z", *([f"    if not placed: {out}[...] = Z",
@@ -184,6 +236,8 @@ class _Emitter:
             if out is not None:
                 return [f"    if _ufunc{act}: _act{act}({a[0]}, out={out})",
                         f"    else: {out}[...] = _act{act}({a[0]})", f"    v{i} = {out}"]
+            if inplace and self._reusable(node.args[0]) and self._ufunc(node.payload):
+                return [f"    v{i} = _act{act}({a[0]}, out={a[0]})"]
             return [f"    v{i} = _act{act}({a[0]})"]
         expr = {
             "matmul": f"{a[1]} @ FT[{node.args[0]}]",
@@ -207,19 +261,24 @@ class _Emitter:
         for i in self.t_scalars:
             if self.nodes[i].op == "scalar":
                 lines.append(f"    v{i} = _scalar{i}(t, F)")
-        pending: dict[int, list[str]] = {self.graph.output: ["G"]}
+        pending: dict[int, list[tuple]] = {self.graph.output: [("ref", "G")]}
         for node in reversed(self.nodes):
             i = node.index
             if not node.row or node.scalar or i not in pending or node.op == "state":
                 continue
             parts = pending.pop(i)
             g = f"g{i}"
-            lines.append(f"    {g} = " + " + ".join(parts))
             key = (i, node.rows)
-            if key in self.cots:
+            if key in self.cots and i == self.graph.output:
                 buffer = f"c{self.cots[key]}"
-                guard = "not placed" if i == self.graph.output else "True"
-                lines.append(f"    if {guard}: {buffer}[...] = {g}")
+                lines += [f"    {g} = G", f"    if not placed: {buffer}[...] = G"]
+            elif key in self.cots:  # build the cotangent in its buffer: no copy
+                buffer = f"c{self.cots[key]}"
+                lines += _into(parts[0], buffer)
+                lines += [f"    {buffer} += {_expression(part)}" for part in parts[1:]]
+                lines.append(f"    {g} = {buffer}")
+            else:
+                lines.append(f"    {g} = " + " + ".join(_expression(part) for part in parts))
             lines.extend(self._reverse_node(node, g, pending))
         state = next(n.index for n in self.nodes if n.op == "state")
         self._reverse_tail(lines, pending.pop(state, None))
@@ -235,35 +294,35 @@ class _Emitter:
         """The state's cotangent, into ``O`` when the caller gives a buffer."""
         if parts is None:
             lines.append("    zbar = np.zeros_like(G) if O is None else O * 0")
-        elif len(parts) == 1 and parts[0].startswith("(g") and " @ F[" in parts[0]:
-            left, right = parts[0][1:-1].split(" @ ")
-            lines.append(f"    zbar = {parts[0]} if O is None else np.matmul({left}, {right}, "
-                         "out=O)")
-        else:
-            lines.append(f"    zbar = {' + '.join(parts)}")
-            lines.append("    if O is not None: O[...] = zbar; zbar = O")
+            return
+        lines.append("    if O is None:")
+        lines.append("        zbar = " + " + ".join(_expression(part) for part in parts))
+        lines.append("    else:")
+        lines += ["    " + line for line in _into(parts[0], "O")]
+        lines += [f"        O += {_expression(part)}" for part in parts[1:]]
+        lines.append("        zbar = O")
 
     def _reverse_node(self, node: Node, g: str, pending: dict) -> list[str]:
         i = node.index
         args = [self.nodes[a] for a in node.args]
         lines: list[str] = []
 
-        def push(arg: Node, expr: str) -> None:
-            pending.setdefault(arg.index, []).append(expr)
+        def push(arg: Node, part: tuple) -> None:
+            pending.setdefault(arg.index, []).append(part)
 
         if node.op == "matmul":
             A, X = args
             if X.row:
-                push(X, f"({g} @ F[{A.index}])")
+                push(X, ("mm", g, f"F[{A.index}]"))
         elif node.op == "add":
             for arg in args:
                 if arg.row:
-                    push(arg, g)
+                    push(arg, ("ref", g))
         elif node.op == "hadamard":
             for arg, other in ((args[0], args[1]), (args[1], args[0])):
                 key = (("had", i, arg.index), node.rows)
                 if arg.row:
-                    push(arg, f"({g} * {self.value(other.index)})")
+                    push(arg, ("mul", g, self.value(other.index)))
                 elif key in self.cots:
                     lines.append(f"    np.multiply({g}, {self.value(other.index)}, "
                                  f"out=c{self.cots[key]})")
@@ -271,7 +330,7 @@ class _Emitter:
             c, X = args
             cval = self.value(c.index)
             if X.row:
-                push(X, f"({cval} * {g})")
+                push(X, ("mul", cval, g))
             key = (("scaled", i), node.rows)
             if key in self.cots:
                 lines.append(f"    np.multiply({cval}, {g}, out=c{self.cots[key]})")
@@ -285,8 +344,11 @@ class _Emitter:
         elif node.op == "apply":
             act: Activation = node.payload
             k = self.graph.activations.index(act)
-            at = f"v{i}" if act.derivative_of_output is not None else f"v{args[0].index}"
-            push(args[0], f"(_dact{k}({at}) * {g})")
+            if _is_tanh_derivative(act):
+                push(args[0], ("dtanh", f"v{i}", g))
+            else:
+                at = f"v{i}" if act.derivative_of_output is not None else f"v{args[0].index}"
+                push(args[0], ("mul", f"_dact{k}({at})", g))
         return lines
 
     def tangent(self) -> str:
@@ -332,6 +394,45 @@ class _Emitter:
             at = f"v{i}" if act.derivative_of_output is not None else f"v{args[0]}"
             terms = [f"_mul(_dact{k}({at}), {d(args[0])})"]
         return [f"    d{i} = _sum({', '.join(terms)})"]
+
+
+def _is_tanh_derivative(act: Activation) -> bool:
+    """sigma' = 1 - sigma^2 (tanh): computed in place, with one temporary."""
+    out = act.derivative_of_output
+    return out is not None and sp.expand(out - (1 - act.output**2)) == 0
+
+
+def _expression(part: tuple) -> str:
+    """A cotangent contribution as an expression: ``("ref", g)``, ``("mm", x, W)`` for
+    ``x @ W``, ``("mul", x, y)``, ``("dtanh", y, g)`` for ``(1 - y^2) * g``."""
+    kind, *args = part
+    if kind == "ref":
+        return args[0]
+    if kind == "mm":
+        return f"({args[0]} @ {args[1]})"
+    if kind == "mul":
+        return f"({args[0]} * {args[1]})"
+    return f"_dtanh({args[0]}, {args[1]}, None)"
+
+
+def _into(part: tuple, out: str) -> list[str]:
+    """Lines that write a contribution into the buffer ``out``."""
+    kind, *args = part
+    if kind == "ref":
+        return [f"    {out}[...] = {args[0]}"]
+    if kind == "mm":
+        return [f"    np.matmul({args[0]}, {args[1]}, out={out})"]
+    if kind == "mul":
+        return [f"    np.multiply({args[0]}, {args[1]}, out={out})"]
+    return [f"    _dtanh({args[0]}, {args[1]}, {out})"]
+
+
+def _dtanh(y, g, out):
+    """``(1 - y^2) * g`` with a single pass-sized temporary (or none, given ``out``)."""
+    out = np.multiply(y, y, out=out)
+    np.subtract(1.0, out, out=out)
+    out *= g
+    return out
 
 
 def _mm(x, y):
@@ -404,7 +505,8 @@ class MatrixKernels:
         self.output_depends_on_state = _depends_on(graph, graph.output, state)
         self.output_cot = emitter.cots.get((graph.output, graph.nodes[graph.output].rows))
         namespace: dict[str, Any] = {"np": np, "_mm": _mm, "_mul": _mul, "_T": _T,
-                                     "_sum": _sum, "_dot": _dot}
+                                     "_sum": _sum, "_dot": _dot,
+                                     "_dtanh": _dtanh}
         self._activations = []
         for k, act in enumerate(graph.activations):
             fn, ufunc, dfn, at = _activation_functions(act)
@@ -419,6 +521,7 @@ class MatrixKernels:
         source = "\n\n".join([emitter.forward(False), emitter.forward(True), emitter.reverse(),
                               emitter.tangent()])
         self.source = source
+        self.direct = self._direct_plan()
         exec(compile(source, "<adjoint-verify matrix kernels>", "exec"), namespace)
         self.forward = namespace["forward"]
         self.save = namespace["save"]
@@ -590,6 +693,23 @@ class MatrixKernels:
         extra = np.zeros((batch, count) if per_row else count, dtype=dtype)
         return Tape(saved, cots, extra, slots)
 
+    def _direct_plan(self) -> list[tuple] | None:
+        """Terms that land on a parameter matrix or vector itself, each on its own one:
+        their products are written straight into theta's slice (the common case, and the
+        one on a solver's hot path). None when some term needs the general route."""
+        nodes = self.graph.nodes
+        targets = [term.target for term in self.terms]
+        if len(set(targets)) != len(targets) or self._scalar_leaves:
+            return None
+        plan = []
+        for term in self.terms:
+            node = nodes[term.target]
+            if node.op != "param":
+                return None
+            start, stop, shape = self.offsets[node.payload]
+            plan.append((term.kind == "outer", term.cot, term.saved, start, stop, shape))
+        return plan
+
     def parameter_gradient(self, tape: Tape, F: list, *, groups: int | None = None) -> NDArray:
         """``dL/dtheta`` from the cotangents recorded on the first ``tape.used`` slots: one
         product per term over all slots and rows, then back through the fixed nodes.
@@ -598,6 +718,22 @@ class MatrixKernels:
         consecutive groups and returns one gradient per group, shape ``(g, p)``.
         """
         used = tape.used
+        if groups is None and self.direct is not None:
+            grad = np.zeros(self.p, dtype=np.result_type(*(c.dtype for c in tape.cots))
+                            if tape.cots else np.float64)
+            for outer, cot_index, saved_index, start, stop, shape in self.direct:
+                cot = tape.cots[cot_index][:used]
+                cot = cot.reshape(-1, cot.shape[-1])
+                if outer:
+                    x = tape.saved[saved_index][:used]
+                    np.matmul(cot.T, x.reshape(-1, x.shape[-1]),
+                              out=grad[start:stop].reshape(shape))
+                elif cot.shape[0] > 4096:  # NumPy's column sums of a tall array are slow
+                    np.matmul(np.ones(cot.shape[0], dtype=cot.dtype), cot,
+                              out=grad[start:stop])
+                else:
+                    np.sum(cot, axis=0, out=grad[start:stop])
+            return grad
         nodes = self.graph.nodes
         lead = () if groups is None else (groups,)
         fixed_cot: dict[int, Any] = {}
