@@ -290,10 +290,12 @@ class Dynamics:
 
     def __repr__(self) -> str:
         if self._matrix is not None:
-            params = ", ".join(f"{name}{list(shape) if shape else ''}"
+            from ._matrix_adjoint import formula
+
+            params = ", ".join(f"{name} ({shape[0]}x{shape[1]})" if shape else name
                                for name, shape in self.param_shapes.items())
-            return (f"Dynamics(rhs={self._rhs}, state={self._matrix.state.name}"
-                    f"[{self.n}x1], params=[{params}], time={self._time})")
+            return (f"Dynamics(rhs={formula(self._rhs)}, state={self._matrix.state.name} "
+                    f"({self.n}x1), params=[{params}], time={self._time})")
         rhs = ", ".join(str(e) for e in self._rhs)
         return (
             f"Dynamics(rhs=[{rhs}], state={list(self._state)}, params={list(self._params)}, "
@@ -315,6 +317,9 @@ def check_targets(dynamics: Dynamics, targets: Any) -> tuple[sp.Symbol, ...]:
         targets = tuple(targets[i, j] for i in range(targets.shape[0])
                         for j in range(targets.shape[1]))
         return targets
+    if isinstance(targets, tuple) and targets and all(
+            isinstance(entry, MatrixElement) for entry in targets):
+        return targets  # the entries of a target MatrixSymbol, already checked
     symbols = _as_symbol_tuple(() if targets is None else targets, "targets", allow_empty=True)
     if dynamics.matrix is not None:
         taken = {dynamics.matrix.state.name, *(str(leaf) for leaf in dynamics.matrix.leaves)}
