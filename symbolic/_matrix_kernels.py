@@ -313,7 +313,7 @@ class _Emitter:
         if node.op == "matmul":
             A, X = args
             if X.row:
-                push(X, ("mm", g, f"F[{A.index}]"))
+                push(X, ("mm", g, f"FT[{A.index}].T"))
         elif node.op == "add":
             for arg in args:
                 if arg.row:

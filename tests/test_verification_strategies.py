@@ -3,12 +3,15 @@ clean."""
 
 import numpy as np
 import pytest
+from helpers import ROUNDING
 from hypothesis import given, note, settings
+from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from numeric import solve
+from numeric import gradient, solve
 from verification import audit_problem
 from verification import strategies as vst
+from verification.strategies import mlp_dynamics, problems
 
 
 @pytest.mark.parametrize(
@@ -89,3 +92,53 @@ def test_shrinking_leads_to_a_small_readable_problem():
     assert np.all(found.theta == 0) and np.all(found.z0 == 0)
     assert len(found.times) == 2
     assert "Problem(name=" in repr(found)
+
+
+@settings(max_examples=6, deadline=None)
+@given(data=st.data())
+def test_matrix_form_mlps_up_to_width_256_are_well_posed_networks(data):
+    """mlp_dynamics(form='matrix') draws networks as wide as 256: matrix form, compiled in
+    moments, with a finite gradient of the right shapes."""
+    dyn = data.draw(mlp_dynamics(form="matrix", min_n=2, max_n=8, min_hidden=64,
+                                 max_hidden=256, time_dependent=None))
+    assert dyn.form == "matrix" and 64 <= dyn.param_shapes["A"][1] <= 256
+    rng = np.random.default_rng(0)
+    z0 = rng.uniform(-1, 1, (16, dyn.n))
+    theta = 0.1 * rng.standard_normal(dyn.p)
+    z = dyn.state
+    g = gradient(dyn, z0, theta, [0.0, 0.5], loss=sum(zi**2 for zi in z) / 2,
+                 method="discrete_adjoint", solver="rk4", steps=10)
+    assert g.theta.shape == (dyn.p,) and np.all(np.isfinite(g.theta))
+
+
+@settings(max_examples=8, deadline=None)
+@given(problem=problems(families=["mlp"], form="matrix", max_hidden=4, max_params=40))
+def test_matrix_form_problems_equal_their_elementwise_twins(problem):
+    """Drawn matrix-form problems give the elementwise form's gradient (same theta order)."""
+    dyn = problem.dynamics
+    assert dyn.form == "matrix"
+    options = {"method": "discrete_adjoint", "solver": "rk4", "steps": 6}
+    got = gradient(dyn, problem.z0, problem.theta, problem.times, loss=problem.loss,
+                   **options)
+    twin = gradient(dyn.as_elementwise(), problem.z0, problem.theta, problem.times,
+                    loss=dyn.explicit(problem.loss), **options)
+    for block in ("z0", "theta", "times"):
+        assert np.allclose(getattr(got, block), getattr(twin, block), rtol=ROUNDING,
+                           atol=ROUNDING * np.abs(getattr(twin, block)).max())
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        pytest.param(lambda: mlp_dynamics(form="tensor"), "form='tensor'", id="form"),
+        pytest.param(lambda: mlp_dynamics(max_hidden=64), "use form='matrix'",
+                     id="wide-elementwise"),
+        pytest.param(lambda: mlp_dynamics(form="matrix", max_hidden=300), "exceeds 256",
+                     id="too-wide"),
+        pytest.param(lambda: problems(form="matrix", max_hidden=257), "exceeds 256",
+                     id="problems-too-wide"),
+    ],
+)
+def test_bad_matrix_form_bounds_are_invalid(build, match):
+    with pytest.raises(InvalidArgument, match=match):
+        build()

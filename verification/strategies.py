@@ -89,6 +89,21 @@ def _modulate(rhs: list, t: sp.Symbol, omega: sp.Symbol) -> list:
 
 
 @functools.cache
+def _build_matrix(n: int, hidden: int, activation: str, time_dependent: bool) -> Dynamics:
+    """``f = A act.(B z + b)`` in matrix form (theta = [A, B, b] row-major, then omega): the
+    same parameters, in the same order, as the elementwise ``mlp`` family."""
+    z = sp.MatrixSymbol("z", n, 1)
+    A, B = sp.MatrixSymbol("A", n, hidden), sp.MatrixSymbol("B", hidden, n)
+    bias = sp.MatrixSymbol("beta", hidden, 1)
+    rhs = A * (B * z + bias).applyfunc(_ACTIVATION_FUNCTIONS[activation])
+    if time_dependent:
+        t, omega = sp.Symbol("t"), sp.Symbol("omega")
+        return Dynamics(rhs=(1 + sp.sin(omega * t) / 2) * rhs, state=z,
+                        params=[A, B, bias, omega], time=t)
+    return Dynamics(rhs=rhs, state=z, params=[A, B, bias])
+
+
+@functools.cache
 def _build(family: str, n: int, hidden: int, activation: str, time_dependent: bool) -> Dynamics:
     """The symbolic dynamics of a family (cached: the structure does not depend on the
     numbers, so each is compiled once per loss)."""
@@ -121,6 +136,8 @@ def _build(family: str, n: int, hidden: int, activation: str, time_dependent: bo
             expr += sum(quad[i * len(pairs) + m] * z[j] * z[k] for m, (j, k) in enumerate(pairs))
             rhs.append(expr)
         params = [*linear, *quad]
+    elif family == "mlp_matrix":
+        return _build_matrix(n, hidden, activation, time_dependent)
     else:  # pragma: no cover - guarded by the public strategies
         raise InvalidArgument(f"unknown family {family!r}")
     if time_dependent:
@@ -159,21 +176,37 @@ def affine_dynamics(*, min_n: int = 1, max_n: int = 3, time_dependent: bool | No
     return _dynamics_strategy("affine", min_n, max_n, time_dependent)
 
 
+#: Widest hidden layer of each form: matrix form is derived and compiled as a handful of
+#: matrix operations whatever the width; entry by entry, width costs derivation time.
+MAX_HIDDEN = {"elementwise": 16, "matrix": 256}
+
+
 def mlp_dynamics(*, min_n: int = 1, max_n: int = 3, min_hidden: int = 1, max_hidden: int = 4,
                  activations: Sequence[str] = ACTIVATIONS,
-                 time_dependent: bool | None = False):
-    """``f = A act(B z + b)``, one hidden layer with a smooth activation."""
+                 time_dependent: bool | None = False, form: str = "elementwise"):
+    """``f = A act(B z + b)``, one hidden layer with a smooth activation.
+
+    ``form="matrix"`` draws the same networks written with matrix symbols (``A``, ``B``,
+    ``beta``), the form for network sizes: hidden widths up to 256.
+    """
+    if form not in MAX_HIDDEN:
+        raise InvalidArgument(f"form={form!r} must be 'elementwise' or 'matrix'")
     _check_int("min_hidden", min_hidden, 1)
     _check_int("max_hidden", max_hidden, 1)
     _check_range("min_hidden", min_hidden, "max_hidden", max_hidden)
+    if max_hidden > MAX_HIDDEN[form]:
+        raise InvalidArgument(
+            f"max_hidden={max_hidden} exceeds {MAX_HIDDEN[form]} for form={form!r}"
+            + ("; use form='matrix' for wider networks" if form == "elementwise" else ""))
     activations = tuple(activations)
     unknown = [a for a in activations if a not in ACTIVATIONS]
     if not activations or unknown:
         raise InvalidArgument(
             f"activations={activations!r} must be a non-empty subset of {ACTIVATIONS}"
         )
-    return _dynamics_strategy("mlp", min_n, max_n, time_dependent,
-                              hidden=range(min_hidden, max_hidden + 1), activations=activations)
+    return _dynamics_strategy("mlp" if form == "elementwise" else "mlp_matrix", min_n, max_n,
+                              time_dependent, hidden=range(min_hidden, max_hidden + 1),
+                              activations=activations)
 
 
 def polynomial_dynamics(*, min_n: int = 1, max_n: int = 2,
@@ -292,13 +325,14 @@ def _parameter_box(family: str, n: int, hidden: int, time_dependent: bool,
     return box
 
 
-def _structures(families, max_n, max_params, time_dependent, activations=ACTIVATIONS):
+def _structures(families, max_n, max_params, time_dependent, activations=ACTIVATIONS,
+                max_hidden=3):
     """Every (family, n, hidden, activation, time_dependent) within the bounds, smallest
     first so that shrinking leads to small problems."""
     found = []
     for family in families:
         for n in range(1, (min(max_n, 2) if family == "polynomial" else max_n) + 1):
-            for hidden in (range(1, 4) if family == "mlp" else (0,)):
+            for hidden in (range(1, max_hidden + 1) if family == "mlp" else (0,)):
                 for act in (activations if family == "mlp" else ("tanh",)):
                     for td in ((False, True) if time_dependent is None else (time_dependent,)):
                         p = _param_count(family, n, hidden, td)
@@ -309,9 +343,13 @@ def _structures(families, max_n, max_params, time_dependent, activations=ACTIVAT
 
 
 @st.composite
-def _problem(draw, structures, max_batch, max_observations, max_span, max_rate, losses):
+def _problem(draw, structures, max_batch, max_observations, max_span, max_rate, losses,
+             form="elementwise"):
     family, n, hidden, activation, td = draw(st.sampled_from(structures))
-    dynamics = _build(family, n, hidden, activation, td)
+    if family == "mlp" and form == "matrix":
+        dynamics = _build_matrix(n, hidden, activation, td)
+    else:
+        dynamics = _build(family, n, hidden, activation, td)
     box = _parameter_box(family, n, hidden, td, max_rate)
     theta = draw(parameters(dynamics.p, max_abs=1.0)) * box
     z0 = draw(states(n, max_batch=max_batch))
@@ -319,6 +357,8 @@ def _problem(draw, structures, max_batch, max_observations, max_span, max_rate, 
                                    min_gap=min(0.1, max_span / max_observations)))
     loss_name = draw(st.sampled_from(losses))
     label = family if family != "mlp" else f"mlp[{activation}, h={hidden}]"
+    if family == "mlp" and form == "matrix":
+        label += "(matrix)"
     return Problem(
         dynamics=dynamics,
         loss=_loss(loss_name, dynamics),
@@ -333,7 +373,8 @@ def _problem(draw, structures, max_batch, max_observations, max_span, max_rate, 
 def problems(*, families: Sequence[str] = FAMILIES, max_n: int = 3, max_params: int = 16,
              max_batch: int = 3, max_observations: int = 3, max_span: float = 2.0,
              max_rate: float = 1.5, time_dependent: bool | None = None,
-             losses: Sequence[str] = LOSSES):
+             losses: Sequence[str] = LOSSES, max_hidden: int = 3,
+             form: str = "elementwise"):
     """Whole gradient problems (:class:`verification.Problem`), well posed by construction.
 
     Parameters
@@ -352,7 +393,18 @@ def problems(*, families: Sequence[str] = FAMILIES, max_n: int = 3, max_params: 
         Only autonomous (False), only time-dependent (True) or both (None).
     losses : sequence of str
         Subset of :data:`LOSSES`.
+    max_hidden : int
+        Widest hidden layer of the ``mlp`` family.
+    form : {"elementwise", "matrix"}
+        How the ``mlp`` family is written: ``"matrix"`` with matrix symbols (the form for
+        networks; widths up to 256), the other families always elementwise.
     """
+    if form not in MAX_HIDDEN:
+        raise InvalidArgument(f"form={form!r} must be 'elementwise' or 'matrix'")
+    _check_int("max_hidden", max_hidden, 1)
+    if max_hidden > MAX_HIDDEN[form]:
+        raise InvalidArgument(f"max_hidden={max_hidden} exceeds {MAX_HIDDEN[form]} for "
+                              f"form={form!r}")
     families = tuple(families)
     if not families or any(f not in FAMILIES for f in families):
         raise InvalidArgument(f"families={families!r} must be a non-empty subset of {FAMILIES}")
@@ -367,10 +419,12 @@ def problems(*, families: Sequence[str] = FAMILIES, max_n: int = 3, max_params: 
     _check_positive("max_rate", max_rate)
     if time_dependent not in (None, True, False):
         raise InvalidArgument(f"time_dependent={time_dependent!r} must be True, False or None")
-    structures = _structures(families, max_n, max_params, time_dependent)
+    structures = _structures(families, max_n, max_params, time_dependent,
+                             max_hidden=max_hidden)
     if not structures:
         raise InvalidArgument(
             f"max_params={max_params} is below the smallest parameter count of the families "
             f"{families} (time_dependent={time_dependent}); raise max_params"
         )
-    return _problem(structures, max_batch, max_observations, max_span, max_rate, losses)
+    return _problem(structures, max_batch, max_observations, max_span, max_rate, losses,
+                    form)
