@@ -22,3 +22,17 @@ def test_quick_start_has_exactly_two_commands():
     assert len(commands) == 2
     assert "adjoint-verify demo" in commands[0]
     assert "pytest" in commands[1]
+
+
+def test_matrix_form_example_runs():
+    """The matrix-form section's example: a 2,128-parameter network's gradient, and the
+    printed formulas it promises."""
+    text = README.read_text()
+    section = text.split("## Network-sized dynamics: matrix form", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    g, dyn = namespace["g"], namespace["dyn"]
+    assert dyn.p == 2128 and g.theta.shape == (2128,)
+    printed = str(namespace["derive_adjoint"](dyn, namespace["loss"]))
+    assert "da/dt = -W1^T (" in printed and "dL/dW2 = a tanh.(W1 z + b1)^T" in printed
