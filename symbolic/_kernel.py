@@ -117,12 +117,31 @@ class MatrixKernel(_Kernel):
     def parameter_gradient(self, tape) -> NDArray:
         return self.kernels.parameter_gradient(tape, self.F)
 
-    def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None) -> NDArray:
+    def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None, *, want_f: bool = False):
+        """Forward mode (see the module docstring); ``(f, tangent)`` when ``want_f``.
+        A direction in theta is pushed through the fixed nodes once per call: for many
+        calls along one direction, bind it with :meth:`along`."""
         dF = None if dtheta is None else self.kernels.fixed_tangent(self.F, dtheta)
-        out = self.kernels.tangent(self.F, self.FT, z, t, dz, dF, dt)
+        return self._tangent(z, t, dz, dF, dt, want_f)
+
+    def along(self, dtheta):
+        """``tangent(z, t, dz, dt=None, want_f=False)`` with ``dtheta`` fixed once."""
+        dF = None if dtheta is None else self.kernels.fixed_tangent(self.F, dtheta)
+        return functools.partial(self._bound_tangent, dF)
+
+    def _bound_tangent(self, dF, z, t, dz=None, dt=None, *, want_f: bool = False):
+        return self._tangent(z, t, dz, dF, dt, want_f)
+
+    def _tangent(self, z, t, dz, dF, dt, want_f):
+        f, out = self.kernels.tangent(self.F, self.FT, z, t, dz, dF, dt)
+        shape = z.shape
         if out is None:
-            return np.zeros(z.shape, dtype=np.result_type(z, self.dtype))
-        return np.broadcast_to(out, z.shape).copy() if out.shape != z.shape else out
+            out = np.zeros(shape, dtype=np.result_type(z, self.dtype))
+        elif out.shape != shape:
+            out = np.broadcast_to(out, shape).copy()
+        if not want_f:
+            return out
+        return (f if f.shape == shape else np.broadcast_to(f, shape).copy()), out
 
     def parameter_integrand(self, z: NDArray, t, a: NDArray, groups: int) -> NDArray:
         """``(groups, p)``: :math:`\\sum_{\\text{rows}} (\\partial f/\\partial\\theta)^T a`
@@ -165,6 +184,13 @@ class _RowTape:
 
 
 class _RowKernel(_Kernel):
+    def along(self, dtheta):
+        """``tangent(z, t, dz, dt=None, want_f=False)`` with ``dtheta`` fixed."""
+        def bound(z, t, dz=None, dt=None, *, want_f: bool = False):
+            return self.tangent(z, t, dz, dtheta, dt, want_f=want_f)
+
+        return bound
+
     def stage_buffer(self, tape, slot: int) -> NDArray:
         return tape.z[slot]
 
@@ -231,7 +257,7 @@ class ElementwiseKernel(_RowKernel):
         per_row = self.compiled.vjp_params(z, self.theta, t, a)
         return per_row.reshape(groups, -1, per_row.shape[-1]).sum(axis=1)
 
-    def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None) -> NDArray:
+    def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None, *, want_f: bool = False):
         parts = [x for x in (dz, dtheta) if x is not None]
         out = np.zeros(z.shape, dtype=np.result_type(z, self.dtype, *parts))
         if dz is not None:
@@ -240,7 +266,7 @@ class ElementwiseKernel(_RowKernel):
             out += self.compiled.jac_params(z, self.theta, t) @ dtheta
         if dt is not None and not self.compiled.autonomous:
             out += dt * self.compiled.time_partial(z, self.theta, t)
-        return out
+        return (self.rhs(z, t), out) if want_f else out
 
 
 class LinearKernel(_RowKernel):
@@ -303,7 +329,7 @@ class LinearKernel(_RowKernel):
             out += ag.sum(axis=1) @ self.structure.offset_grad(self.theta)
         return out
 
-    def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None) -> NDArray:
+    def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None, *, want_f: bool = False):
         out = np.zeros(z.shape, dtype=np.result_type(z, self.dtype))
         if dz is not None:
             out = out + dz @ self.AT
@@ -311,4 +337,4 @@ class LinearKernel(_RowKernel):
             dA = self.structure.matrix_grad(self.theta) @ dtheta
             dc = self.structure.offset_grad(self.theta) @ dtheta
             out = out + z @ dA.T + dc
-        return out
+        return (self.rhs(z, t), out) if want_f else out

@@ -360,7 +360,7 @@ class _Emitter:
                 continue
             lines.extend(self._forward_node(node, None))
             lines.extend(self._tangent_node(node))
-        lines.append(f"    return d{self.graph.output}")
+        lines.append(f"    return {self.value(self.graph.output)}, d{self.graph.output}")
         return "\n".join(lines)
 
     def _tangent_node(self, node: Node) -> list[str]:
