@@ -264,11 +264,12 @@ def forward_sensitivity(compiled, z0, theta, times, options, *, data=None) -> Co
     then :math:`dL/dz_0 = \sum_i S_z(t_i)^T g_i`, :math:`dL/d\theta = \sum_{i,b}
     S_\theta(t_i)^T g_i`. Cost grows with ``n + p``; no backward pass.
 
-    ``info["term_scale"]`` holds, per block, the 2-norm of the same sums taken over
-    magnitudes, :math:`\sum_i |S(t_i)|^T \max(|g_i|, |g_i^0|)` with :math:`g^0` the loss
-    gradient with zero targets: the scale of the terms a gradient is summed from. Near a fit
-    (or any stationary point) the gradient is a small difference of such terms, and every
-    method's error is relative to them, not to the gradient.
+    ``info["term_scale"]`` holds, per block and per entry (arrays of the blocks' shapes),
+    the same sums taken over magnitudes, :math:`\sum_i |S(t_i)|^T \max(|g_i|, |g_i^0|)`
+    with :math:`g^0` the loss gradient with zero targets: the scale of the terms each entry
+    of the gradient is summed from. Near a fit (or any stationary point) the gradient is a
+    small difference of such terms, and every method's error is relative to them, not to
+    the gradient.
     """
     n, p = compiled.n, compiled.p
     B = z0.shape[0]
@@ -328,6 +329,6 @@ def forward_sensitivity(compiled, z0, theta, times, options, *, data=None) -> Co
         "forward_steps": sum(s.steps for s in segments),
         "rejected_steps": budget.rejected,
         "nfev": budget.nfev,
-        "term_scale": {block: float(np.linalg.norm(v)) for block, v in terms.items()},
+        "term_scale": terms,
     }
     return ContinuousResult(loss, grad_z0, grad_theta, grad_times, info)

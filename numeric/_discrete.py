@@ -400,7 +400,7 @@ def finite_difference_gradient(
     tableau: ButcherTableau,
     *,
     data=None,
-) -> tuple[float, NDArray, NDArray, NDArray, dict[str, float]]:
+) -> tuple[float, NDArray, NDArray, NDArray, dict[str, NDArray]]:
     r"""Central differences of the discrete map on the frozen grid, with an error estimate.
 
     .. math:: D_h = \frac{L(x + h_j e_j) - L(x - h_j e_j)}{2 h_j}, \qquad
@@ -408,10 +408,10 @@ def finite_difference_gradient(
 
     The truncation error of :math:`D_h` is :math:`c h^2`, so :math:`|D_h - D_{2h}| / 3`
     estimates it; rounding adds :math:`\epsilon (|L(x+h)| + |L(x-h)|) / (2h)`. The last
-    return value holds the 2-norm of the estimate for each block (``z0``, ``theta``,
-    ``times``): absolute, so that a nearly zero gradient is judged by what differences can
-    resolve. A time step is kept below a tenth of the smallest observation gap so that the
-    perturbed times stay increasing.
+    return value holds the estimate of every entry, per block (``z0``, ``theta``,
+    ``times``: arrays of the blocks' shapes): absolute, so that a nearly zero entry is
+    judged by what differences can resolve. A time step is kept below a tenth of the
+    smallest observation gap so that the perturbed times stay increasing.
     """
     check_per_entry("finite_difference", z0.shape[1] + theta.shape[0] + times.shape[0], 4,
                     grid.steps * tableau.stages, z0.shape[0])
@@ -466,9 +466,5 @@ def finite_difference_gradient(
         grad_times[j], est_times[j] = central(
             lambda d, j=j: run(ts=moved(times, j, d)),
             step, total=True, what=f"times[{j}]")
-    estimate = {
-        "z0": float(np.linalg.norm(est_z0)),
-        "theta": float(np.linalg.norm(est_theta)),
-        "times": float(np.linalg.norm(est_times)),
-    }
+    estimate = {"z0": est_z0, "theta": est_theta, "times": est_times}
     return float(base_loss), grad_z0, grad_theta, grad_times, estimate

@@ -64,9 +64,6 @@ MAX_AUGMENTED_SIZE = 200
 #: Budget of attempted macro steps per sample and solve.
 MAX_MACRO_STEPS = 100_000
 
-#: Relative size of the error-estimate floor of a nearly zero gradient block, as in the
-#: audits' error measure (MATH.md, "Error measure").
-_ESTIMATE_FLOOR = 1e-3
 def _values(result: Any) -> list:
     """A lambdified result as a list: ``lambdify`` returns a list for list expressions, but
     be robust to a bare scalar (one entry) or a matrix/array-like."""
@@ -229,20 +226,23 @@ def _flat(solution: _Solution) -> dict[str, list]:
     }
 
 
-def _relative_distance(answer: _Solution, check: _Solution) -> float:
-    r"""``max`` over the blocks (loss, z0, theta, times) of :math:`\|x - x_{ref}\| /
-    \max(\|x_{ref}\|, 10^{-3} \|\mathrm{all}_{ref}\|, \|\mathrm{terms}\|)` in the
-    2-norm, the audits' error measure, with ``check`` as the reference; ``terms`` are the
-    block's sums over magnitudes, the scale a nearly cancelled gradient is accurate to."""
+def _relative_distance(answer: _Solution, check: _Solution, digits: int) -> float:
+    r"""``max`` over every entry of every block (loss, z0, theta, times) of
+    :math:`|x_j - x_{ref,j}| / \max(|x_{ref,j}|, T_j, 10^{-d} \max_k \max(|x_{ref,k}|,
+    T_k))`, the audits' componentwise error measure, with ``check`` as the reference;
+    ``T_j`` is the entry's sum over magnitudes, the scale a nearly cancelled entry is
+    accurate to. The floor, ``d = digits`` below the block's own largest scale, is what
+    the fixed-point arithmetic (one scale per block) resolves in an entry that is
+    structurally zero."""
     a, c = _flat(answer), _flat(check)
-    norms = {k: mpmath.sqrt(mpmath.fsum(v**2 for v in c[k])) for k in c}
-    term_norms = {k: mpmath.sqrt(mpmath.fsum(v**2 for v in check.terms[k])) for k in c}
-    total = mpmath.sqrt(mpmath.fsum(v**2 for v in norms.values()))
+    floor = mpmath.mpf(10) ** -digits
     worst = mpmath.mpf(0)
     for k in c:
-        diff = mpmath.sqrt(mpmath.fsum((x - y) ** 2 for x, y in zip(a[k], c[k], strict=True)))
-        denom = max(norms[k], _ESTIMATE_FLOOR * total, term_norms[k])
-        worst = max(worst, diff / denom if denom > 0 else diff)
+        scales = [max(abs(y), abs(t)) for y, t in zip(c[k], check.terms[k], strict=True)]
+        own = floor * max(scales, default=mpmath.mpf(0))
+        for x, y, s in zip(a[k], c[k], scales, strict=True):
+            denom = max(s, own)
+            worst = max(worst, abs(x - y) / denom if denom > 0 else abs(x - y))
     return float(worst)
 
 
@@ -294,7 +294,7 @@ def high_precision_gradient(
 
     The solve is checked before it answers: it is repeated ``CHECK_DIGITS`` digits tighter
     (local tolerance and working precision) and the relative distance of the two results,
-    blockwise as in the audits' error measure, is ``info["error_estimate"]``. The tighter
+    entry by entry as in the audits' error measure, is ``info["error_estimate"]``. The tighter
     result is returned.
 
     Parameters
@@ -364,7 +364,7 @@ def high_precision_gradient(
     check = _solve(compiled, z0, theta, times, data=data, tolerance_digits=tight,
                    working_digits=digits + GUARD_DIGITS + CHECK_DIGITS)
     with mpmath.workdps(digits + GUARD_DIGITS + CHECK_DIGITS):
-        estimate = _relative_distance(answer, check)
+        estimate = _relative_distance(answer, check, digits)
     if not estimate <= 10.0 ** -(digits - DIGITS_MARGIN):
         raise IntegrationError(
             f"high-precision solve did not reach {digits} digits: two solves "

@@ -34,9 +34,11 @@ def relative_error(value, reference) -> float:
 
 
 def gradient_errors(g, ref) -> dict[str, float]:
-    """The error measure of MATH.md for each block of two ``Gradient`` results."""
-    scale = float(np.sqrt(sum(np.linalg.norm(getattr(ref, b)) ** 2 for b in BLOCKS)))
-    return {b: block_error(getattr(g, b), getattr(ref, b), scale) for b in BLOCKS}
+    """The error measure of MATH.md for each block of two ``Gradient`` results: entry by
+    entry, each on its own term scale where ``ref`` or ``g`` carries one (forward
+    sensitivity's ``info["term_scale"]``), else relative to the reference's entries."""
+    terms = ref.info.get("term_scale") or g.info.get("term_scale") or {}
+    return {b: block_error(getattr(g, b), getattr(ref, b), terms.get(b)) for b in BLOCKS}
 
 
 def assert_gradients_close(g, ref, tol: float, *, what: str = "") -> None:

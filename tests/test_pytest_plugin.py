@@ -125,3 +125,71 @@ def test_bad_options_are_usage_errors(pytester, argv, message):
     result = pytester.runpytest(*argv)
     assert result.ret != 0
     result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+def test_a_failure_prints_the_table_once_and_no_library_frames(pytester):
+    pytester.makepyfile(test_grads=WRONG_AND_RIGHT)
+    result = pytester.runpytest("-q", "-k", "wrong")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert out.count("== wrong [FAIL]") == 1, out
+    assert "During handling of the above exception" not in out
+    for library_file in ("pytest_plugin.py", "_assertions.py", "_audit_gradient.py"):
+        assert library_file not in out, out
+    result.stdout.fnmatch_lines(["*assert_gradient_correct(wrong, PROBLEM)*"])
+
+
+HYPOTHESIS_TEST = '''
+import dataclasses
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+from numeric import gradient
+from verification import builtin_problem
+
+PROBLEM = builtin_problem("linear")
+
+
+def branching(z0, theta, times):
+    g = gradient(PROBLEM.dynamics, z0, theta, times, loss=PROBLEM.loss, method="exact")
+    dz0 = g.z0
+    if z0[0, 0] > 0.5:
+        dz0 = dz0 * 1.5  # THE BUG
+    return dz0, g.theta, g.times
+
+
+def smooth(z0, theta, times):
+    g = gradient(PROBLEM.dynamics, z0, theta, times, loss=PROBLEM.loss, method="exact")
+    return g.z0 * (1 + 0.5 * (z0[0, 0] > 0.5)), g.theta, g.times
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(0, 1))
+def test_branching(assert_gradient_correct, x):
+    problem = dataclasses.replace(PROBLEM, z0=np.array([[x, 0.5], [0.2, -0.3]]))
+    assert_gradient_correct(branching, problem)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(0, 1))
+def test_smooth(assert_gradient_correct, x):
+    problem = dataclasses.replace(PROBLEM, z0=np.array([[x, 0.5], [0.2, -0.3]]))
+    assert_gradient_correct(smooth, problem)
+'''
+
+
+def test_hypothesis_explains_failures_by_the_code_under_test_only(pytester):
+    """Hypothesis's explain phase reports lines only failing examples ran; the library's
+    failure path (diagnoses, report) must not be among them, the code's own branch must."""
+    path = pytester.makepyfile(test_hyp=HYPOTHESIS_TEST)
+    bug = next(i for i, line in enumerate(path.read_text().splitlines(), start=1)
+               if "THE BUG" in line)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)  # and no FailedHealthCheck for the fixture
+    out = result.stdout.str()
+    assert "FailedHealthCheck" not in out
+    explained = [line.strip() for line in out.splitlines() if re.search(r"\.py:\d+$", line)]
+    assert any(line.endswith(f"test_hyp.py:{bug}") for line in explained), out
+    library = [line for line in explained
+               if re.search(r"[/\\](verification|numeric|symbolic|numpy|scipy)[/\\]", line)]
+    assert not library, out

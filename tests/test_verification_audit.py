@@ -92,7 +92,7 @@ def test_table_puts_failures_first_with_diagnosis(contracting_report):
     first_method_line = header + 2  # after the header and its rule
     assert "backsolve_adjoint" in lines[first_method_line]
     assert "FAIL" in lines[first_method_line]
-    assert lines[first_method_line + 1].strip().startswith("! theta:")
+    assert lines[first_method_line + 1].strip().startswith("! theta [worst theta[")
     assert text.splitlines()[-1].startswith("FAIL:")
 
 

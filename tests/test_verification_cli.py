@@ -59,3 +59,28 @@ def test_console_script_demo_passes():
     assert result.returncode == 0, result.stdout + result.stderr
     assert any(line.startswith("PASS: ") for line in result.stdout.splitlines())
     assert "observed order 4.0" in result.stdout  # rk4's discrete adjoint in the demo
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`adjoint-verify list | head -1`: the reader is gone before the output is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "verification._cli", "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # no reader left: every write raises BrokenPipeError
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""
+
+
+def test_plot_without_matplotlib_fails_before_the_study(monkeypatch, capsys):
+    import importlib.util
+
+    import verification._cli as cli
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a))
+    monkeypatch.setattr(cli, "convergence_study", lambda *a, **k: pytest.fail("study ran"))
+    assert main(["convergence", "--problem", "linear", "--plot", "order.png"]) == 2
+    err = capsys.readouterr().err
+    assert "--plot needs matplotlib: pip install 'adjoint-verify[plot]'" in err
+    assert len(err.strip().splitlines()) == 1

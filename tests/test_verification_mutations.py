@@ -27,17 +27,17 @@ def contracting():
 #: bug -> (the problem it is run on, a phrase the diagnosis must contain, or None when the
 #: bug has no specific signature and any failure will do)
 EXPECTED = {
-    "adjoint_sign": ("seed", None),
+    "adjoint_sign": ("seed", "the adjoint equation has the wrong sign"),
     "transposed": ("seed", "transposed"),
     "mean": ("seed", "1/B with batch size B = 2"),
     "no_jumps": ("seed", "jumps are missing"),
-    "jump_sign": ("seed", None),
+    "jump_sign": ("seed", "the observation-time jumps have the wrong sign"),
     "t0_sign": ("seed", "t_0 entry has the wrong sign"),
-    "zero_times": ("seed", "all zeros"),
+    "zero_times": ("seed", "dL/dt_1 .. dL/dt_N are all zero where the reference is not"),
     "time_off_by_one": ("seed", None),
     "missing_entry": ("seed", "entries theta[2] are zero where the reference is not"),
     "sign": ("seed", "opposite sign"),
-    "rows_swapped": ("seed", None),
+    "rows_swapped": ("seed", "the samples are permuted"),
     "backsolve": ("contracting", "error grows with the time span"),
     "coarse": ("seed", None),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ._audit_gradient import DEFAULT_GRADIENT_RTOL, audit_gradient
+from ._explain import library_untraced
 from ._problems import Problem
 from ._report import Report
 
@@ -16,7 +17,7 @@ class GradientMismatch(AssertionError):
     table with the diagnosis of every failed block."""
 
     def __init__(self, report: Report):
-        super().__init__(str(report))
+        super().__init__(f"the gradient is wrong:\n{report}")
         self.report = report
 
 
@@ -57,11 +58,14 @@ def assert_gradient_correct(
     GradientMismatch
         An ``AssertionError`` whose message is the audit table with its diagnosis.
     """
-    report = audit_gradient(
-        problem.dynamics, grad_fn, problem.z0, problem.theta, problem.times, loss=problem.loss,
-        rtol=DEFAULT_GRADIENT_RTOL if rtol is None else rtol, atol=atol, reference=reference,
-        solver=solver, steps=steps, targets=problem.targets, data=problem.data,
-    )
-    if not report.passed:
-        raise GradientMismatch(report)
+    __tracebackhide__ = True  # pytest shows the caller's line, not this one
+    with library_untraced():  # the failure path is the library's, not the code's under test
+        report = audit_gradient(
+            problem.dynamics, grad_fn, problem.z0, problem.theta, problem.times,
+            loss=problem.loss, rtol=DEFAULT_GRADIENT_RTOL if rtol is None else rtol, atol=atol,
+            reference=reference, solver=solver, steps=steps, targets=problem.targets,
+            data=problem.data,
+        )
+        if not report.passed:
+            raise GradientMismatch(report)
     return report

@@ -1,11 +1,18 @@
-"""``audit``: every applicable gradient method against the best reference available."""
+"""``audit``: every applicable gradient method against the best reference available.
+
+In three steps: plan (which methods, on which solver), compute (every gradient, the
+references, the term scales) and compare (one row per block and comparison, MATH.md,
+"Error measure").
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numpy.typing import NDArray
 
 from numeric import (
     CONTINUOUS_METHODS,
@@ -17,18 +24,29 @@ from numeric import (
     check_solver_options,
     compute_gradient,
 )
-from numeric._checks import check_problem
+from numeric._checks import SolverOptions, check_problem
 from numeric._gradient import check_method
 
 from ._diagnose import diagnose
+from ._frozen_grid import frozen_grid_error
 from ._problems import Problem
 from ._references import ReferenceGradient, best_reference, term_scale
-from ._report import BLOCKS, REFERENCE_KINDS, ProblemSummary, Report, Row, Skipped
+from ._report import (
+    BLOCKS,
+    REFERENCE_KINDS,
+    ProblemSummary,
+    Report,
+    Row,
+    Skipped,
+    entry_label,
+)
 from ._tolerances import (
     FINITE_DIFFERENCE,
-    FLOOR_FRACTION,
     ROUNDING,
     block_error,
+    check_measure,
+    compare_block,
+    entry_scales,
     solver_tolerance,
 )
 
@@ -50,16 +68,14 @@ COARSE_LIMIT = 1e-2
 #: ... or when the discrete adjoint on steps, 2 steps, 4 steps does not converge at the
 #: method's order within this margin: the Richardson estimate then means nothing.
 ORDER_MARGIN = 0.5
-#: A finite-difference block may deviate by this multiple of its own error estimate: the
+#: A finite-difference entry may deviate by this multiple of its own error estimate: the
 #: step-doubling estimate of the truncation error is asymptotically exact, the rounding
 #: bound is a worst case, so a factor 10 covers both without hiding a real disagreement.
 FD_SAFETY = 10.0
 #: The methods whose results are references rather than rows of their own.
 _REFERENCE_METHODS = ("exact", "high_precision")
-
-
-def _gradient_scale(g: Gradient) -> float:
-    return float(np.sqrt(sum(np.linalg.norm(getattr(g, b)) ** 2 for b in BLOCKS)))
+#: Methods that differentiate the solver's discrete map on the frozen grid.
+_FROZEN = ("discrete_adjoint", "complex_step")
 
 
 def audit(
@@ -78,17 +94,20 @@ def audit(
     description: str = "",
     targets=(),
     data=None,
+    measure: str = "componentwise",
 ) -> Report:
     """Run every applicable gradient method and compare each block with a reference.
 
     The continuous reference is the most accurate available: ``exact`` (linear autonomous
     dynamics), else ``high_precision`` (small smooth systems), else forward sensitivity at
-    rtol = 1e-13. Continuous methods are held to ``solver_tolerance(rtol)`` (fixed-step
-    solvers: a multiple of the discretization error), the discrete adjoint to ``ROUNDING``
-    against complex step on the same frozen grid, and finite differences to
-    ``FINITE_DIFFERENCE`` or their own error estimate (verification/_tolerances.py). The
-    references needed for the rows asked for are computed whether or not they are listed
-    in ``methods``.
+    rtol = 1e-13 (with an estimated error). Continuous methods are held to
+    ``solver_tolerance(rtol)`` (fixed-step solvers: a multiple of the discretization
+    error; the discrete map on dopri5's frozen grid: at least its own estimated
+    discretization error), the discrete adjoint to ``ROUNDING`` against complex step on
+    the same frozen grid, and finite differences to ``FINITE_DIFFERENCE`` or their own error
+    estimate (verification/_tolerances.py). Every entry is held to the tolerance on its own
+    scale (``measure``, MATH.md "Error measure"). The references needed for the rows asked
+    for are computed whether or not they are listed in ``methods``.
 
     Parameters
     ----------
@@ -108,6 +127,9 @@ def audit(
     targets, data
         Data symbols of the loss and their values at ``times[1:]`` (see
         :func:`numeric.gradient`).
+    measure : {"componentwise", "normwise"}
+        ``componentwise`` (default): every entry on its own scale; ``normwise``: each
+        block's 2-norm. The report names the measure.
 
     Returns
     -------
@@ -118,123 +140,35 @@ def audit(
     Raises
     ------
     numeric.InputError
-        Malformed inputs, or ``methods`` that leave nothing to compare.
+        Malformed inputs, an unknown ``measure``, or ``methods`` that leave nothing to
+        compare.
     """
     checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
-    compiled, z0_2d, theta, times, data = (
-        checked.compiled, checked.z0, checked.theta, checked.times, checked.data
-    )
-    if solver == "dopri5" or solver not in ("euler", "midpoint", "rk4"):
-        rtol = AUDIT_RTOL if rtol is None else rtol
-        atol = AUDIT_ATOL if atol is None else atol
-    options = check_solver_options(solver, steps=steps, rtol=rtol, atol=atol, max_steps=10_000)
-    methods = list(METHODS if methods is None else methods)
-    if not methods:
-        raise InputError("`methods` is empty; name at least one method, or pass None for all.")
-    wanted = {check_method(m) for m in methods}
-
+    measure = check_measure(measure)
+    options = _solver_options(solver, rtol, atol, steps)
+    wanted = _plan(methods)
+    problem = _Inputs(checked.compiled, checked.z0, checked.theta, checked.times, checked.data,
+                      options)
+    computed = _compute(problem, wanted)
     report = Report()
-    results: dict[str, Gradient] = {}
-    failures: dict[str, IntegrationError] = {}
-    unavailable: dict[str, str] = {}
-
-    def run(method: str) -> Gradient | None:
-        if method in results or method in failures or method in unavailable:
-            return results.get(method)
-        opts = None if method in _REFERENCE_METHODS else options
-        try:
-            results[method] = compute_gradient(compiled, z0_2d, theta, times, method, opts,
-                                               data=data)
-        except MethodUnavailable as exc:
-            unavailable[method] = exc.reason
-        except IntegrationError as exc:
-            failures[method] = exc
-        return results.get(method)
-
-    for method in ("exact", "high_precision", *CONTINUOUS_METHODS, "discrete_adjoint",
-                   "complex_step", "finite_difference"):
-        if method in wanted:
-            run(method)
-    if wanted & {"discrete_adjoint", "finite_difference"}:
-        run("complex_step")  # the discrete reference
     reference = None
     try:
-        reference = best_reference(compiled, z0_2d, theta, times, data=data, known=results)
+        reference = best_reference(problem.compiled, problem.z0, problem.theta, problem.times,
+                                   data=problem.data, known=computed.results)
     except IntegrationError as exc:
         report.skipped.append(Skipped(name, "reference", f"no reference could be built: {exc}"))
-    scale = _gradient_scale(reference.gradient) if reference else 1.0
-    terms = term_scale(compiled, z0_2d, theta, times, data, known=results)
-    B = z0_2d.shape[0]
-
-    def compare(method: str, ref_name: str, ref: Gradient, tolerance, kind: str,
-                force_fail: str = ""):
-        """Rows of ``method`` against ``ref``; ``tolerance`` is a float or a per-block
-        callable ``tolerance(block, g, ref)``; ``force_fail`` fails every row with that
-        diagnosis (a comparison that cannot be made meaningful)."""
-        g = results.get(method)
-        for block in BLOCKS:
-            if g is None:
-                report.rows.append(Row(
-                    block=block, method=method, reference=ref_name, error=math.inf,
-                    tolerance=math.nan, passed=False, reference_kind=kind, problem=name,
-                    diagnosis=f"the solve failed, so no gradient was computed: "
-                              f"{failures[method]}",
-                ))
-                continue
-            tol = tolerance(block, g, ref) if callable(tolerance) else tolerance
-            error = block_error(getattr(g, block), getattr(ref, block), scale, terms[block])
-            passed = error <= tol and not force_fail
-            text = "" if passed else force_fail or diagnose(
-                block, getattr(g, block), getattr(ref, block), method=method, info=g.info,
-                batch=B,
-            )
-            report.rows.append(Row(
-                block=block, method=method, reference=ref_name, error=error, tolerance=tol,
-                passed=passed, diagnosis=text, reference_kind=kind, problem=name,
-            ))
-
-    exact_kind, discrete_kind = REFERENCE_KINDS["exact"], REFERENCE_KINDS["discrete"]
-    if reference is not None:
-        if reference.label == "exact" and "high_precision" in results and (
-            wanted & set(_REFERENCE_METHODS)
-        ):
-            compare("high_precision", "exact", reference.gradient, ROUNDING, exact_kind)
-        continuous = [m for m in (*CONTINUOUS_METHODS, "discrete_adjoint") if m in wanted]
-        if "complex_step" in wanted and "discrete_adjoint" not in wanted:
-            continuous.append("complex_step")
-        continuous = [m for m in continuous if m in results or m in failures]
-        if continuous:  # the fixed-step estimate costs three solves: only when needed
-            tolerance, coarse = _continuous_tolerance(compiled, z0_2d, theta, times, options,
-                                                      reference, scale, terms, data)
-        for method in continuous:
-            if coarse and method in results:
-                report.skipped.append(Skipped(name, method, coarse))
-            elif method in results or method in failures:
-                compare(method, reference.label, reference.gradient, tolerance, exact_kind)
-
-    discrete_ref = results.get("complex_step")
-    if discrete_ref is not None:
-        if "discrete_adjoint" in results or "discrete_adjoint" in failures:
-            compare("discrete_adjoint", "complex_step", discrete_ref, ROUNDING, discrete_kind)
-        if "finite_difference" in results or "finite_difference" in failures:
-            compare("finite_difference", "complex_step", discrete_ref,
-                    _finite_difference_tolerance(scale, terms), discrete_kind)
-    elif "discrete_adjoint" in results and "finite_difference" in results:
-        compare("discrete_adjoint", "finite_difference", results["finite_difference"],
-                lambda block, g, ref: _finite_difference_tolerance(scale, terms)(block, ref, g),
-                REFERENCE_KINDS["finite_difference"])
-
-    for method in sorted(wanted):
-        if method in unavailable:
-            report.skipped.append(Skipped(name, method, unavailable[method]))
-        if method in failures and not any(r.method == method for r in report.rows):
-            for block in BLOCKS:  # no reference to compare with: the failure is the row
-                report.rows.append(Row(
-                    block=block, method=method, reference="-", error=math.inf,
-                    tolerance=math.nan, passed=False, problem=name,
-                    diagnosis=f"the solve failed, so no gradient was computed: "
-                              f"{failures[method]}",
-                ))
+    usable = reference
+    if reference is not None and (reference.caveat or reference.error > COARSE_LIMIT):
+        why = reference.caveat or f"its estimated error is {reference.error:.1e}"
+        report.skipped.append(Skipped(
+            name, "reference", f"no continuous comparison: {reference.label}, the best "
+            f"reference available, cannot certify a verdict: {why}"))
+        usable = None
+    terms = term_scale(problem.compiled, problem.z0, problem.theta, problem.times,
+                       problem.data, known=computed.results)
+    rows = _Rows(report, computed, terms, measure, name, problem)
+    notes = _compare(rows, problem, computed, wanted, usable)
+    _list_leftovers(report, computed, wanted, name)
     if not report.rows:
         reasons = "; ".join(f"{s.method}: {s.reason}" for s in report.skipped)
         raise InputError(
@@ -243,39 +177,276 @@ def audit(
             "'complex_step' is the reference of 'discrete_adjoint' and 'finite_difference'; "
             "add a method to audit." + (f" Not applicable here: {reasons}" if reasons else "")
         )
-
-    n, p, N = compiled.n, compiled.p, len(times) - 1
+    compiled = problem.compiled
     report.problems.append(ProblemSummary(
         name=name,
         description=description,
-        shape=f"n={n}, p={p}, batch B={B}, N={N} observations",
+        shape=f"n={compiled.n}, p={compiled.p}, batch B={problem.z0.shape[0]}, "
+              f"N={len(problem.times) - 1} observations",
         solver=options.describe(),
-        reference=(
-            f"{reference.label} (relative error <= {reference.error:.0e})"
-            if reference else "none available"
-        ),
+        reference=reference.describe() if reference else "none available",
+        notes=tuple(notes),
+        measure=measure,
     ))
     return report
 
 
-def _finite_difference_tolerance(scale: float, terms: dict[str, float]):
-    """Per-block tolerance of a finite-difference gradient: ``FINITE_DIFFERENCE``, or
-    ``FD_SAFETY`` times the method's own error estimate (truncation from step doubling plus
-    rounding, MATH.md) relative to the block, whichever is larger: a block the differences
-    cannot resolve (a nearly zero gradient, a loss much larger than its gradient) gets the
-    tolerance the differences can deliver."""
+@dataclass(frozen=True)
+class _Inputs:
+    """The checked problem and the solver under audit."""
 
-    def tolerance(block: str, fd: Gradient, ref: Gradient) -> float:
-        estimate = fd.info.get("error_estimate", {}).get(block, 0.0)
-        denominator = max(float(np.linalg.norm(getattr(ref, block))), FLOOR_FRACTION * scale,
-                          terms[block], np.finfo(float).tiny)
-        return max(FINITE_DIFFERENCE, FD_SAFETY * estimate / denominator)
+    compiled: object
+    z0: NDArray
+    theta: NDArray
+    times: NDArray
+    data: NDArray | None
+    options: SolverOptions
+
+
+@dataclass
+class _Computed:
+    """Every gradient computed, every solve that failed and every method that does not
+    apply (with the reason), by method name."""
+
+    results: dict[str, Gradient] = field(default_factory=dict)
+    failures: dict[str, IntegrationError] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def ran(self, method: str) -> bool:
+        return method in self.results or method in self.failures
+
+
+def _solver_options(solver, rtol, atol, steps) -> SolverOptions:
+    if solver == "dopri5" or solver not in ("euler", "midpoint", "rk4"):
+        rtol = AUDIT_RTOL if rtol is None else rtol
+        atol = AUDIT_ATOL if atol is None else atol
+    return check_solver_options(solver, steps=steps, rtol=rtol, atol=atol, max_steps=10_000)
+
+
+def _plan(methods) -> set[str]:
+    """The methods asked for, checked; complex step joins as the discrete reference."""
+    methods = list(METHODS if methods is None else methods)
+    if not methods:
+        raise InputError("`methods` is empty; name at least one method, or pass None for all.")
+    return {check_method(m) for m in methods}
+
+
+def _compute(problem: _Inputs, wanted: set[str]) -> _Computed:
+    """Every method wanted, and complex step where a discrete method needs it."""
+    computed = _Computed()
+    order = ("exact", "high_precision", *CONTINUOUS_METHODS, "discrete_adjoint",
+             "complex_step", "finite_difference")
+    needed = [m for m in order if m in wanted]
+    if wanted & {"discrete_adjoint", "finite_difference"} and "complex_step" not in needed:
+        needed.append("complex_step")
+    for method in needed:
+        options = None if method in _REFERENCE_METHODS else problem.options
+        try:
+            computed.results[method] = compute_gradient(
+                problem.compiled, problem.z0, problem.theta, problem.times, method, options,
+                data=problem.data)
+        except MethodUnavailable as exc:
+            computed.unavailable[method] = exc.reason
+        except IntegrationError as exc:
+            computed.failures[method] = exc
+    return computed
+
+
+#: A per-block tolerance: a number, or ``tolerance(block, g, ref)`` giving a number or an
+#: array of the block's shape (a tolerance per entry).
+Tolerance = float | Callable[[str, Gradient, Gradient], "float | NDArray"]
+
+
+@dataclass
+class _Rows:
+    """Appends the rows of one comparison to the report."""
+
+    report: Report
+    computed: _Computed
+    terms: dict[str, NDArray]
+    measure: str
+    name: str
+    problem: _Inputs
+
+    def add(self, method: str, ref_name: str, ref: Gradient, tolerance: Tolerance, kind: str,
+            *, force_fail: str = "") -> None:
+        """Rows of ``method`` against ``ref``; ``force_fail`` fails every row with that
+        diagnosis (a comparison that cannot be made meaningful)."""
+        g = self.computed.results.get(method)
+        compiled = self.problem.compiled
+        for block in BLOCKS:
+            if g is None:
+                self.report.rows.append(Row(
+                    block=block, method=method, reference=ref_name, error=math.inf,
+                    tolerance=math.nan, passed=False, reference_kind=kind, problem=self.name,
+                    diagnosis=f"the solve failed, so no gradient was computed: "
+                              f"{self.computed.failures[method]}",
+                ))
+                continue
+            tol = tolerance(block, g, ref) if callable(tolerance) else tolerance
+            value, expected = getattr(g, block), getattr(ref, block)
+            verdict = compare_block(value, expected, self.terms[block], rtol=tol,
+                                    measure=self.measure)
+            passed = verdict.passed and not force_fail
+            text = "" if passed else force_fail or diagnose(
+                block, value, expected, method=method, info=g.info,
+                batch=self.problem.z0.shape[0], observations=len(self.problem.times) - 1,
+                error=verdict.error, worst=verdict.index,
+                state_names=tuple(compiled.state_names),
+                param_names=tuple(compiled.param_names),
+            )
+            self.report.rows.append(Row(
+                block=block, method=method, reference=ref_name, error=verdict.error,
+                tolerance=verdict.tolerance, passed=passed, diagnosis=text,
+                reference_kind=kind, problem=self.name,
+                entry=entry_label(block, verdict.index, np.shape(value),
+                                  state_names=tuple(compiled.state_names),
+                                  param_names=tuple(compiled.param_names)),
+            ))
+
+
+def _compare(rows: _Rows, problem: _Inputs, computed: _Computed, wanted: set[str],
+             reference: ReferenceGradient | None) -> list[str]:
+    """Every comparison the methods asked for allow; returns notes for the summary."""
+    notes: list[str] = []
+    results = computed.results
+    exact_kind, discrete_kind = REFERENCE_KINDS["exact"], REFERENCE_KINDS["discrete"]
+    if reference is not None:
+        if reference.label == "exact" and "high_precision" in results and (
+            wanted & set(_REFERENCE_METHODS)
+        ):
+            rows.add("high_precision", "exact", reference.gradient, ROUNDING, exact_kind)
+        continuous = [m for m in (*CONTINUOUS_METHODS, "discrete_adjoint") if m in wanted]
+        if "complex_step" in wanted and "discrete_adjoint" not in wanted:
+            continuous.append("complex_step")
+        continuous = [m for m in continuous if computed.ran(m)]
+        coarse = ""
+        if continuous:  # the fixed-step estimate costs three solves: only when needed
+            tolerance, coarse = _continuous_tolerance(problem, reference, rows.terms,
+                                                      rows.measure)
+        for method in continuous:
+            if coarse and method in results:
+                rows.report.skipped.append(Skipped(rows.name, method, coarse))
+                continue
+            if method in _FROZEN and problem.options.tableau.adaptive and method in results:
+                tol = _FrozenGridTolerance(problem, reference, rows.terms, rows.measure,
+                                           tolerance, computed)
+                rows.add(method, reference.label, reference.gradient, tol, exact_kind)
+                if tol.note:
+                    notes.append(tol.note)
+            else:
+                rows.add(method, reference.label, reference.gradient, tolerance, exact_kind)
+
+    discrete_ref = results.get("complex_step")
+    fd_tolerance = _finite_difference_tolerance(rows.terms, rows.measure)
+    if discrete_ref is not None:
+        if computed.ran("discrete_adjoint"):
+            rows.add("discrete_adjoint", "complex_step", discrete_ref, ROUNDING, discrete_kind)
+        if computed.ran("finite_difference"):
+            rows.add("finite_difference", "complex_step", discrete_ref, fd_tolerance,
+                     discrete_kind)
+    elif "discrete_adjoint" in results and "finite_difference" in results:
+        rows.add("discrete_adjoint", "finite_difference", results["finite_difference"],
+                 lambda block, g, ref: fd_tolerance(block, ref, g),
+                 REFERENCE_KINDS["finite_difference"])
+    return notes
+
+
+def _list_leftovers(report: Report, computed: _Computed, wanted: set[str], name: str) -> None:
+    """Methods that do not apply, and failed solves with no reference to compare with."""
+    for method in sorted(wanted):
+        if method in computed.unavailable:
+            report.skipped.append(Skipped(name, method, computed.unavailable[method]))
+        if method in computed.failures and not any(r.method == method for r in report.rows):
+            for block in BLOCKS:  # no reference to compare with: the failure is the row
+                report.rows.append(Row(
+                    block=block, method=method, reference="-", error=math.inf,
+                    tolerance=math.nan, passed=False, problem=name,
+                    diagnosis=f"the solve failed, so no gradient was computed: "
+                              f"{computed.failures[method]}",
+                ))
+
+
+def _relative(absolute: NDArray, ref_block: NDArray, terms: NDArray, measure: str):
+    """An absolute error per entry as a relative tolerance on each entry's scale (an array),
+    or on the block's scale (a number) for the normwise measure."""
+    if measure == "normwise":
+        scale = max(float(np.linalg.norm(ref_block)), float(np.linalg.norm(terms)),
+                    np.finfo(float).tiny)
+        return float(np.linalg.norm(absolute)) / scale
+    return np.asarray(absolute, dtype=float) / entry_scales(ref_block, terms)
+
+
+def _finite_difference_tolerance(terms: dict[str, NDArray], measure: str):
+    """Per-entry tolerance of a finite-difference gradient: ``FINITE_DIFFERENCE``, or
+    ``FD_SAFETY`` times the method's own error estimate (truncation from step doubling plus
+    rounding, MATH.md) relative to the entry's scale, whichever is larger: an entry the
+    differences cannot resolve (nearly zero, or a loss much larger than its gradient) gets
+    the tolerance the differences can deliver."""
+
+    def tolerance(block: str, fd: Gradient, ref: Gradient):
+        estimate = fd.info.get("error_estimate", {}).get(block)
+        if estimate is None:
+            return FINITE_DIFFERENCE
+        ref_block = getattr(ref, block)
+        estimate = np.broadcast_to(np.asarray(estimate, dtype=float), np.shape(ref_block))
+        return np.maximum(FINITE_DIFFERENCE,
+                          FD_SAFETY * _relative(estimate, ref_block, terms[block], measure))
 
     return tolerance
 
 
-def _continuous_tolerance(compiled, z0, theta, times, options, reference: ReferenceGradient,
-                          scale: float, terms: dict[str, float], data) -> tuple[float, str]:
+class _FrozenGridTolerance:
+    """Tolerance of the discrete map on dopri5's frozen grid against the continuous
+    reference: ``solver_tolerance(rtol)``, or, where an entry exceeds it, at least the
+    grid's own discretization error as estimated from the grid with every step halved
+    (:func:`frozen_grid_error`), computed only then. On a grid graded toward a singularity
+    of ``f`` (``sqrt(t)`` near ``t = 0``) the derivative in ``t_0`` of the frozen grid's
+    error is far above the tolerance the forward solve controls."""
+
+    def __init__(self, problem: _Inputs, reference: ReferenceGradient, terms, measure: str,
+                 base: float, computed: _Computed):
+        self.problem, self.reference, self.terms, self.measure = problem, reference, terms, measure
+        self.base, self.computed = base, computed
+        self.estimate: dict[str, NDArray] | None = None
+        self.note = ""
+
+    def __call__(self, block: str, g: Gradient, ref: Gradient):
+        verdict = compare_block(getattr(g, block), getattr(ref, block), self.terms[block],
+                                rtol=self.base, measure=self.measure)
+        if verdict.passed:
+            return self.base
+        if self.estimate is None:
+            p = self.problem
+            try:
+                self.estimate, source = frozen_grid_error(
+                    p.compiled, p.z0, p.theta, p.times, p.options, data=p.data,
+                    known=self.computed.results)
+            except (IntegrationError, MethodUnavailable) as exc:
+                self.estimate = {}
+                self.note = f"the frozen grid's discretization error could not be estimated: {exc}"
+                return self.base
+            self.note = (
+                "where the discrete map on the frozen grid is further than "
+                f"{self.base:.0e} from the continuous gradient, it is held to "
+                f"{FROZEN_GRID_SAFETY:g} times its own discretization error, estimated from "
+                f"{source} on the grid with every step halved (Richardson)"
+            )
+        if block not in self.estimate:
+            return self.base
+        ref_block = getattr(ref, block)
+        grid = _relative(self.estimate[block], ref_block, self.terms[block], self.measure)
+        return np.maximum(self.base, FROZEN_GRID_SAFETY * grid + self.reference.error)
+
+
+#: The frozen grid's Richardson estimate is asymptotically exact (the same grid, every step
+#: halved, the error drops by 2^q): a factor 2 covers the higher-order terms. It is not the
+#: ORDER_SAFETY of fixed-step grids, which transfers one method's estimate to another.
+FROZEN_GRID_SAFETY = 2.0
+
+
+def _continuous_tolerance(problem: _Inputs, reference: ReferenceGradient,
+                          terms: dict[str, NDArray], measure: str) -> tuple[float, str]:
     """Tolerance for a continuous method (or the discrete adjoint) against the continuous
     reference, and a reason the comparison cannot be made ("" when it can).
 
@@ -285,27 +456,16 @@ def _continuous_tolerance(compiled, z0, theta, times, options, reference: Refere
     ``2 steps``, ``4 steps`` do not converge at the method's order, the grid is too coarse
     to audit anything.
     """
+    options = problem.options
     if options.tableau.adaptive:
         return solver_tolerance(options.rtol, options.atol) + reference.error, ""
-    def runs_of(method: str) -> list[Gradient]:
-        out = []
-        for factor in (1, 2, 4):
-            finer = check_solver_options(options.name, steps=factor * options.steps,
-                                         rtol=None, atol=None,
-                                         max_steps=options.max_steps * factor)
-            out.append(compute_gradient(compiled, z0, theta, times, method, finer, data=data))
-        return out
-
     try:
-        try:
-            runs = runs_of("discrete_adjoint")
-        except MethodUnavailable:  # e.g. df/dt infinite at a stage: forward sensitivity
-            runs = runs_of("forward_sensitivity")
+        runs = _refined_runs(problem)
     except (IntegrationError, MethodUnavailable) as exc:
         return math.inf, f"the discretization error cannot be estimated: {exc}"
 
     def distance(a, b):
-        return max(block_error(getattr(a, blk), getattr(b, blk), scale, terms[blk])
+        return max(block_error(getattr(a, blk), getattr(b, blk), terms[blk], measure=measure)
                    for blk in BLOCKS)
 
     q = options.tableau.order
@@ -330,6 +490,26 @@ def _continuous_tolerance(compiled, z0, theta, times, options, reference: Refere
     return tolerance, ""
 
 
+def _refined_runs(problem: _Inputs) -> list[Gradient]:
+    """The discrete adjoint (else forward sensitivity) on steps, 2 steps, 4 steps."""
+    options = problem.options
+
+    def runs_of(method: str) -> list[Gradient]:
+        out = []
+        for factor in (1, 2, 4):
+            finer = check_solver_options(options.name, steps=factor * options.steps,
+                                         rtol=None, atol=None,
+                                         max_steps=options.max_steps * factor)
+            out.append(compute_gradient(problem.compiled, problem.z0, problem.theta,
+                                        problem.times, method, finer, data=problem.data))
+        return out
+
+    try:
+        return runs_of("discrete_adjoint")
+    except MethodUnavailable:  # e.g. df/dt infinite at a stage: forward sensitivity
+        return runs_of("forward_sensitivity")
+
+
 def audit_problem(
     problem: Problem,
     *,
@@ -338,14 +518,16 @@ def audit_problem(
     atol: float | None = None,
     steps: int | None = None,
     methods: Sequence[str] | None = None,
+    measure: str = "componentwise",
 ) -> Report:
     """:func:`audit` of a :class:`Problem`, named after it."""
     report = audit(
         problem.dynamics, problem.z0, problem.theta, problem.times, loss=problem.loss,
         solver=solver, rtol=rtol, atol=atol, steps=steps, methods=methods, name=problem.name,
         description=problem.description, targets=problem.targets, data=problem.data,
+        measure=measure,
     )
     if problem.notes:
         summary = report.problems[-1]
-        report.problems[-1] = ProblemSummary(**{**summary.__dict__, "notes": problem.notes})
+        report.problems[-1] = replace(summary, notes=(*problem.notes, *summary.notes))
     return report

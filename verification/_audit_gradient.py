@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +11,29 @@ import numpy as np
 from numpy.typing import NDArray
 
 from numeric import (
-    Gradient,
     InputError,
-    IntegrationError,
-    MethodUnavailable,
 )
 from numeric._checks import check_problem
 
+from ._alternatives import AuditContext, alternatives
 from ._diagnose import EXPLAINED, diagnose
+from ._explain import library_untraced, traced
 from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
-from ._report import BLOCKS, ProblemSummary, Report, Row, Skipped
-from ._tolerances import FLOOR_FRACTION, block_error
+from ._report import BLOCKS, ProblemSummary, Report, Row, Skipped, entry_label
+from ._tolerances import block_error, check_measure, compare_block
 
 __all__ = [
     "DEFAULT_GRADIENT_RTOL",
+    "AuditContext",
     "GradientShapeError",
     "ImplementationError",
     "audit_gradient",
 ]
 
-#: Default tolerance of `audit_gradient`, relative per block: what a float64 adjoint at a
+#: Default tolerance of `audit_gradient`, relative per entry: what a float64 adjoint at a
 #: sensible solver tolerance (rtol ~ 1e-9) delivers with room to spare. Loosen it for a
 #: float32 implementation (~1e-4), tighten it for a reference implementation.
 DEFAULT_GRADIENT_RTOL = 1e-6
-#: A block counts as nearly cancelled when the terms it is summed from are this many times
-#: larger than the block: then the reference's error on the terms' scale is what matters.
-CANCELLATION = 10.0
 #: A relative error that grows by this factor from the shortest to the longest time span is
 #: reported as growing with the span.
 SPAN_GROWTH = 10.0
@@ -110,8 +106,9 @@ def audit_gradient(
     steps: int | None = None,
     targets=(),
     data=None,
+    measure: str = "componentwise",
 ) -> Report:
-    """Audit an outside gradient implementation, blockwise, against the best reference.
+    """Audit an outside gradient implementation, entry by entry, against the best reference.
 
     Parameters
     ----------
@@ -125,12 +122,12 @@ def audit_gradient(
     loss : sympy.Expr
         Per-observation loss, summed over observation times and batch.
     rtol : float
-        Tolerance per block, relative (default 1e-6). Loosen it for float32 code.
+        Tolerance per entry, relative (default 1e-6). Loosen it for float32 code.
     atol : float
-        Absolute tolerance per block (default 0): a block passes when
-        ``|g - g_ref| <= rtol |g_ref| + atol``. Set it to the error the implementation makes
-        on the gradient's natural scale where the gradient itself is small, e.g. near a
-        minimum during training, where its terms cancel and relative accuracy is lost.
+        Absolute tolerance per entry (default 0): entry ``j`` passes when
+        ``|g_j - g_ref,j| <= rtol max(|g_ref,j|, T_j) + atol``, ``T_j`` the size of the
+        terms the entry is summed from (MATH.md, "Error measure"), which keeps a correct
+        gradient passing near a fit, where its terms cancel.
     name : str, optional
         How the report names the implementation (default: the function's name).
     digits : int
@@ -142,6 +139,10 @@ def audit_gradient(
     targets, data
         Data symbols of the loss and their values at ``times[1:]`` (see
         :func:`numeric.gradient`); ``grad_fn`` holds its own copy of the data.
+    measure : {"componentwise", "normwise"}
+        ``componentwise`` (default) holds every entry to ``rtol`` on its own scale;
+        ``normwise`` holds each block's 2-norm instead (a wrong entry can hide under a
+        large block). The report names the measure.
 
     Returns
     -------
@@ -155,8 +156,17 @@ def audit_gradient(
         ``grad_fn`` returned the wrong form or shapes (the message names the block, the
         expected and the given shape).
     InputError
-        ``rtol`` is below what the reference can certify.
+        ``rtol`` is below what the reference can certify, or ``measure`` is unknown.
     """
+    with library_untraced():  # hypothesis explains failures by the lines under audit
+        return _audit_gradient(dynamics, traced(grad_fn) if callable(grad_fn) else grad_fn,
+                               z0, theta, times, loss=loss, rtol=rtol, atol=atol, name=name,
+                               digits=digits, reference=reference, solver=solver, steps=steps,
+                               targets=targets, data=data, measure=measure)
+
+
+def _audit_gradient(dynamics, grad_fn, z0, theta, times, *, loss, rtol, atol, name, digits,
+                    reference, solver, steps, targets, data, measure) -> Report:
     checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
     compiled, z0_2d, single, theta, times, data = (
         checked.compiled, checked.z0, checked.single, checked.theta, checked.times,
@@ -170,19 +180,16 @@ def audit_gradient(
         raise InputError(f"`atol` must be a finite number >= 0, got {atol!r}.")
     if not callable(grad_fn):
         raise InputError(f"`grad_fn` must be callable, got {type(grad_fn).__name__}.")
+    measure = check_measure(measure)
     label = name or getattr(grad_fn, "__name__", "implementation")
-    reference_name = reference
     reference = best_reference(compiled, z0_2d, theta, times, digits=digits,
                                reference=reference, solver=solver, steps=steps, data=data,
                                accuracy=rtol)
-    reference = _adequate_reference(compiled, z0_2d, theta, times, data, reference, rtol, atol,
-                                    digits, explicit=reference_name is not None)
-    if rtol < REFERENCE_MARGIN * reference.error:
-        raise InputError(
-            f"`rtol` = {rtol:g} is below what the reference ({reference.label}, error "
-            f"<= {reference.error:.0e}) can certify; use rtol >= "
-            f"{REFERENCE_MARGIN * reference.error:.0e}."
-        )
+    # the reference is accurate to `error` on every entry's scale, the larger of the entry
+    # and its term scale, which is the scale the verdict measures on: near a fit, where an
+    # entry is a small difference of its terms, neither loses accuracy relative to the other
+    terms = term_scale(compiled, z0_2d, theta, times, data)
+    _check_certifies(reference, rtol)
     z0_given = z0_2d[0] if single else z0_2d
     expected = {"z0": z0_given.shape, "theta": theta.shape, "times": times.shape}
     blocks = call_implementation(grad_fn, z0_given, theta, times, expected)
@@ -190,7 +197,7 @@ def audit_gradient(
         blocks["z0"] = blocks["z0"][None, :]
     report = Report()
     compare_to_reference(
-        report, blocks, reference, rtol, label, atol=atol,
+        report, blocks, reference, rtol, label, atol=atol, terms=terms, measure=measure,
         context=AuditContext(compiled, grad_fn, z0_2d, theta, times, single, digits, data),
     )
     report.problems.append(ProblemSummary(
@@ -199,82 +206,30 @@ def audit_gradient(
         shape=f"n={compiled.n} states, p={compiled.p} parameters, batch B={z0_2d.shape[0]}, "
               f"N={len(times) - 1} observations",
         solver="(the implementation's own)",
-        reference=f"{reference.label} (relative error <= {reference.error:.0e})",
+        reference=reference.describe(),
+        measure=measure,
     ))
     if "times" not in blocks:
         report.skipped.append(Skipped(label, "times", "grad_fn returned no time gradient"))
     return report
 
 
-def _adequate_reference(compiled, z0, theta, times, data, reference, rtol, atol, digits, *,
-                        explicit: bool):
-    """The reference, or a more accurate one where a block is nearly cancelled.
-
-    A reference's error is relative to the terms a block is summed from (``term_scale``);
-    where the block is much smaller than its terms (near a fit), ``rtol |g_ref| + atol``
-    must still exceed ``REFERENCE_MARGIN`` times that absolute error. If it does not, high
-    precision is tried; if that does not serve either, the caller is told which ``atol``
-    the verdict needs.
-    """
-    terms = term_scale(compiled, z0, theta, times, data)
-
-    def short_blocks(ref):
-        short = []
-        for b in BLOCKS:
-            own = float(np.linalg.norm(getattr(ref.gradient, b)))
-            if terms[b] <= CANCELLATION * own:
-                continue  # not cancelled: the relative check on `rtol` covers it
-            needed = REFERENCE_MARGIN * ref.absolute_error(b, terms)
-            if rtol * own + atol < needed:
-                short.append((b, needed))
-        return short
-
-    if not short_blocks(reference):
-        return reference
-    if not explicit and reference.label != "high_precision":
-        try:
-            better = best_reference(compiled, z0, theta, times, digits=digits, data=data,
-                                    reference="high_precision")
-        except (MethodUnavailable, IntegrationError):
-            better = None
-        if better is not None and not short_blocks(better):
-            return better
-    block, needed = short_blocks(reference)[0]
-    raise InputError(
-        f"the {block} block is nearly cancelled (|g_ref| = "
-        f"{np.linalg.norm(getattr(reference.gradient, block)):.1e}, summed from terms of size "
-        f"{terms[block]:.1e}) and the reference ({reference.label}) is accurate only to about "
-        f"{needed / REFERENCE_MARGIN:.1e} there; give atol >= {needed:.0e} (absolute "
-        "tolerance per block), or reference='high_precision' where it applies."
-    )
-
-
-@dataclass
-class AuditContext:
-    """What the diagnoses need to build alternative answers and rerun the implementation."""
-
-    compiled: Any
-    grad_fn: Callable | None
-    z0: NDArray
-    theta: NDArray
-    times: NDArray
-    single: bool
-    digits: int
-    data: NDArray | None = None
-
-
-def _last_observation_only(ctx: AuditContext) -> dict[str, NDArray] | None:
-    """Gradient of the loss applied at t_N only, on the same trajectory."""
-    short = np.array([ctx.times[0], ctx.times[-1]])
-    try:
-        last = None if ctx.data is None else ctx.data[-1:]
-        ref = best_reference(ctx.compiled, ctx.z0, ctx.theta, short, digits=ctx.digits,
-                             data=last, accuracy=EXPLAINED)
-    except (IntegrationError, MethodUnavailable):
-        return None
-    times_grad = np.zeros_like(ctx.times)
-    times_grad[0], times_grad[-1] = ref.gradient.times
-    return {"z0": ref.gradient.z0, "theta": ref.gradient.theta, "times": times_grad}
+def _check_certifies(reference: ReferenceGradient, rtol: float) -> None:
+    """Refuse a verdict the reference's error leaves no room for (``REFERENCE_MARGIN``)."""
+    alternative = ("" if reference.label == "high_precision" else
+                   ", or reference='high_precision' where it applies")
+    if reference.caveat:
+        raise InputError(
+            f"the reference ({reference.label}) cannot certify a verdict here: "
+            f"{reference.caveat}. No more accurate reference applies; shorten the time span"
+            f"{alternative}."
+        )
+    if rtol < REFERENCE_MARGIN * reference.error:
+        raise InputError(
+            f"`rtol` = {rtol:g} is below what the reference ({reference.label}, error "
+            f"<= {reference.error:.0e}) can certify; use rtol >= "
+            f"{REFERENCE_MARGIN * reference.error:.0e}{alternative}."
+        )
 
 
 def _span_errors(ctx: AuditContext, blocks_failed: list[str]) -> list[float] | None:
@@ -295,16 +250,11 @@ def _span_errors(ctx: AuditContext, blocks_failed: list[str]) -> list[float] | N
             return None
         if ctx.single:
             blocks["z0"] = blocks["z0"][None, :]
-        scale = _scale(ref.gradient)
         errors.append(max(
-            block_error(blocks[b], getattr(ref.gradient, b), scale)
+            block_error(blocks[b], getattr(ref.gradient, b), measure="normwise")
             for b in blocks_failed if b in blocks
         ))
     return errors
-
-
-def _scale(g: Gradient) -> float:
-    return float(np.sqrt(sum(np.linalg.norm(getattr(g, b)) ** 2 for b in BLOCKS)))
 
 
 def compare_to_reference(
@@ -314,38 +264,26 @@ def compare_to_reference(
     rtol: float,
     label: str,
     *,
+    terms: Mapping[str, NDArray],
     atol: float = 0.0,
+    measure: str = "componentwise",
     context: AuditContext | None = None,
 ) -> None:
     """Append one row per given block to ``report``; diagnose the failures.
 
-    A row's tolerance is relative: ``rtol + atol / max(|g_ref block|, floor)``, the floor
-    as in the error measure, so that ``error <= tolerance`` is ``|g - g_ref| <= rtol |g_ref|
-    + atol`` for a block above the floor.
+    Entry ``j`` passes when ``|g_j - g_ref,j| <= rtol s_j + atol`` with ``s_j`` its scale
+    (the larger of ``|g_ref,j|`` and its term scale ``terms``; MATH.md, "Error measure");
+    a row reports the entry furthest past (or closest to) that bound, its error and its
+    tolerance ``rtol + atol / s_j``.
     """
     ref = reference.gradient
-    scale = _scale(ref)
-    errors = {b: block_error(v, getattr(ref, b), scale) for b, v in blocks.items()}
-    tolerances = {
-        b: rtol + atol / max(float(np.linalg.norm(getattr(ref, b))), FLOOR_FRACTION * scale,
-                             np.finfo(float).tiny)
-        for b in blocks
-    }
-    failed = [b for b, e in errors.items() if not e <= tolerances[b]]
-    alternatives: dict[str, list[tuple[str, NDArray]]] = {b: [] for b in BLOCKS}
+    verdicts = {b: compare_block(v, getattr(ref, b), terms[b], rtol=rtol, atol=atol,
+                                 measure=measure) for b, v in blocks.items()}
+    failed = [b for b, v in verdicts.items() if not v.passed]
+    candidates: dict[str, list[tuple[str, NDArray]]] = {b: [] for b in BLOCKS}
     span_note = ""
     if failed and context is not None:
-        last_only = _last_observation_only(context)
-        if last_only is not None and len(context.times) > 2:
-            sentence = ("the observation-time jumps are missing: the gradient matches a loss "
-                        "on the last observation only")
-            for b in BLOCKS:
-                alternatives[b].append((sentence, last_only[b]))
-            # an implementation may get dL/dt_i (i >= 1) right from the forward states and
-            # only dL/dt_0 = -a(t_0)^T f wrong, through the same missing jumps
-            mixed = np.array(ref.times, dtype=float)
-            mixed[0] = last_only["times"][0]
-            alternatives["times"].append((sentence, mixed))
+        candidates = alternatives(context, ref.blocks())
         spans = _span_errors(context, failed)
         if spans and np.all(np.isfinite(spans)) and spans[0] > 0 and all(np.diff(spans) > 0) and (
             spans[-1] >= SPAN_GROWTH * spans[0]
@@ -354,14 +292,21 @@ def compare_to_reference(
             span_note = (f"the error grows with the time span ({shown} on [t_0, t_1] ... "
                          "[t_0, t_N]): a backward reconstruction that diverges?")
     batch = blocks["z0"].shape[0] if "z0" in blocks else 1
+    names = {} if context is None else {
+        "state_names": tuple(context.compiled.state_names),
+        "param_names": tuple(context.compiled.param_names),
+    }
     for block, value in blocks.items():
-        passed = errors[block] <= tolerances[block]
+        verdict = verdicts[block]
         text = ""
-        if not passed:
+        if not verdict.passed:
             text = diagnose(block, value, getattr(ref, block), method=label, batch=batch,
-                            alternatives=alternatives[block], span_note=span_note)
+                            observations=len(ref.times) - 1, alternatives=candidates[block],
+                            span_note=span_note, error=verdict.error, worst=verdict.index,
+                            **names)
         report.rows.append(Row(
-            block=block, method=label, reference=reference.label, error=errors[block],
-            tolerance=tolerances[block], passed=passed, diagnosis=text,
+            block=block, method=label, reference=reference.label, error=verdict.error,
+            tolerance=verdict.tolerance, passed=verdict.passed, diagnosis=text,
             reference_kind=reference.kind, problem=label,
+            entry=entry_label(block, verdict.index, np.shape(value), **names),
         ))

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +24,11 @@ from ._report import Report
 __all__ = ["main"]
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+#: The reader of the output closed the pipe early: the code a shell reports for a process
+#: ended by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
 #: Step sequences of the demo's convergence studies (solver, steps per interval).
-DEMO_CONVERGENCE = (("euler", (8, 16, 32, 64)), ("midpoint", (4, 8, 16, 32)),
+DEMO_CONVERGENCE = (("euler", (16, 32, 64, 128)), ("midpoint", (4, 8, 16, 32)),
                     ("rk4", (4, 8, 16, 32)))
 
 
@@ -149,6 +153,15 @@ def _load_implementation(spec: str):
     return fn
 
 
+def _check_plot_path(path: str) -> None:
+    """``--plot PNG`` can be written: matplotlib is installed and the folder exists."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib: pip install 'adjoint-verify[plot]'")
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise UsageError(f"--plot {path}: the folder {folder} does not exist")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "list":
         width = max(len(name) for name in BUILTIN_PROBLEMS)
@@ -214,16 +227,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.method in ("exact", "high_precision"):
             raise UsageError(f"--method {args.method} has no step size or tolerance to vary; "
                              "choose a solver-based method, e.g. discrete_adjoint")
+        if args.plot:
+            _check_plot_path(args.plot)  # before the study, not after it
         study = convergence_study(problem.dynamics, problem.z0, problem.theta, problem.times,
                                   loss=problem.loss, method=args.method, solver=args.solver)
         print(json.dumps(study.to_dict(), indent=2) if args.json else study)
         if args.plot:
-            try:
-                study.plot(args.plot)
-            except ModuleNotFoundError:
-                raise UsageError(
-                    "--plot needs matplotlib: pip install 'adjoint-verify[plot]'"
-                ) from None
+            study.plot(args.plot)
             if not args.json:
                 print(f"wrote {args.plot}")
         return EXIT_PASS if study.passed else EXIT_FAIL
@@ -236,7 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except BrokenPipeError:
+        # the reader stopped reading (`adjoint-verify list | head -1`): stop quietly, and
+        # point stdout at devnull so that the flush at exit cannot fail again (the recipe
+        # of the Python documentation, "Note on SIGPIPE")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except UsageError as exc:
         print(f"adjoint-verify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

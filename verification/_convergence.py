@@ -19,6 +19,7 @@ from numeric import (
 from numeric._checks import check_problem
 from numeric._gradient import check_method
 
+from ._references import term_scale
 from ._report import BLOCKS
 from ._tolerances import ROUNDING, block_error
 
@@ -195,7 +196,7 @@ def convergence_study(
     )
     method = check_method(method)
     ref, ref_label = _reference(compiled, z0, theta, times, reference, data)
-    scale = float(np.sqrt(sum(np.linalg.norm(getattr(ref, b)) ** 2 for b in BLOCKS)))
+    terms = term_scale(compiled, z0, theta, times, data)
     adaptive = solver == "dopri5"
     values = np.array(rtols if adaptive else steps, dtype=float)
     errors: dict[str, list[float]] = {b: [] for b in BLOCKS}
@@ -211,7 +212,7 @@ def convergence_study(
             sizes.append(float(np.max(np.diff(times))) / int(value))
         g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
         for b in BLOCKS:
-            errors[b].append(block_error(getattr(g, b), getattr(ref, b), scale))
+            errors[b].append(block_error(getattr(g, b), getattr(ref, b), terms[b]))
     err = {b: np.array(e) for b, e in errors.items()}
     worst = np.max(np.stack(list(err.values())), axis=0)
     used = worst > FLOOR_MULTIPLE * ROUNDING

@@ -31,9 +31,9 @@ from ._audit_gradient import (
     compare_to_reference,
 )
 from ._problems import Problem
-from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference
+from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, ProblemSummary, Report
-from ._tolerances import ROUNDING
+from ._tolerances import ROUNDING, check_measure
 
 __all__ = [
     "FORMAT",
@@ -242,10 +242,12 @@ def load_reference(path: str | Path) -> LoadedReference:
 
 def check_against_reference(
     loaded: LoadedReference, grad_fn, *, rtol: float = DEFAULT_GRADIENT_RTOL,
-    atol: float = 0.0, name: str | None = None,
+    atol: float = 0.0, name: str | None = None, measure: str = "componentwise",
 ) -> Report:
-    """Audit ``grad_fn`` against a loaded reference file, blockwise (like
-    :func:`verification.audit_gradient`, with the file's gradient as the reference)."""
+    """Audit ``grad_fn`` against a loaded reference file, entry by entry (like
+    :func:`verification.audit_gradient`, with the file's gradient as the reference; the
+    term scale of every entry is computed from the file's problem)."""
+    measure = check_measure(measure)
     problem, reference = loaded.problem, loaded.reference
     if rtol < REFERENCE_MARGIN * reference.error:
         raise InputError(f"`rtol` = {rtol:g} is below what the reference file can certify "
@@ -264,7 +266,9 @@ def check_against_reference(
                             problem.times, targets=problem.targets, data=problem.data)
     context = AuditContext(compiled, grad_fn, checked.z0, checked.theta, checked.times,
                            single=checked.single, digits=30, data=checked.data)
-    compare_to_reference(report, blocks, reference, rtol, label, atol=atol, context=context)
+    terms = term_scale(compiled, checked.z0, checked.theta, checked.times, checked.data)
+    compare_to_reference(report, blocks, reference, rtol, label, atol=atol, terms=terms,
+                         measure=measure, context=context)
     report.problems.append(ProblemSummary(
         name=label,
         description=f"checked against the reference file of {problem.name!r}",
@@ -272,5 +276,6 @@ def check_against_reference(
               f"batch B={problem.z0.shape[0]}, N={len(problem.times) - 1} observations",
         solver="(the implementation's own)",
         reference=f"{reference.label} from file (relative error <= {reference.error:.0e})",
+        measure=measure,
     ))
     return report

@@ -7,7 +7,18 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BLOCKS", "REFERENCE_KINDS", "ProblemSummary", "Report", "Row", "Skipped"]
+import numpy as np
+
+__all__ = [
+    "BLOCKS",
+    "MEASURE_TEXT",
+    "REFERENCE_KINDS",
+    "ProblemSummary",
+    "Report",
+    "Row",
+    "Skipped",
+    "entry_label",
+]
 
 BLOCKS = ("z0", "theta", "times")
 
@@ -25,12 +36,38 @@ _KIND_SHORT = {
 }
 
 
+#: How the report explains each error measure (verification/_tolerances.py).
+MEASURE_TEXT = {
+    "componentwise": "componentwise: the largest over a block's entries of |g_j - g_ref,j| / "
+                     "max(|g_ref,j|, T_j),\nT_j the size of the terms entry j is summed from",
+    "normwise": "normwise: |g - g_ref| / max(|g_ref|, |T|) in the 2-norm of each block,\nT "
+                "the sizes of the terms its entries are summed from",
+}
+
+
+def entry_label(block: str, index: int | None, shape: tuple[int, ...], *,
+                state_names: tuple[str, ...] = (), param_names: tuple[str, ...] = ()) -> str:
+    """A person's name for entry ``index`` (flat) of a block: ``z0[1, 0]``, ``times[0]``,
+    ``theta[3] (w3)``; the symbol's name is added where it says more than the index."""
+    if index is None:
+        return ""
+    position = np.unravel_index(index, shape) if len(shape) > 1 else (index,)
+    label = f"{block}[{', '.join(str(int(i)) for i in position)}]"
+    names, column = {"z0": (state_names, "z"), "theta": (param_names, "theta")}.get(
+        block, ((), ""))
+    k = int(position[-1])
+    if k < len(names) and names[k] not in (f"{column}{k}", f"{column}_{k}", f"{column}[{k}]"):
+        label += f" ({names[k]})"
+    return label
+
+
 @dataclass(frozen=True)
 class Row:
     """One comparison: a block of one method's gradient against a reference.
 
-    ``error`` follows shared/MATH.md, "Error measure"; ``reference_kind`` is one of the
-    values of :data:`REFERENCE_KINDS`.
+    ``error`` follows shared/MATH.md, "Error measure", and is the error at ``entry``, the
+    entry of the block furthest past (or closest to) its tolerance; ``reference_kind`` is
+    one of the values of :data:`REFERENCE_KINDS`.
     """
 
     block: str
@@ -42,6 +79,7 @@ class Row:
     diagnosis: str = ""
     reference_kind: str = REFERENCE_KINDS["exact"]
     problem: str = "problem"
+    entry: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -68,6 +106,7 @@ class ProblemSummary:
     solver: str
     reference: str
     notes: tuple[str, ...] = ()
+    measure: str = "componentwise"
 
 
 def _json_number(x: float) -> float | str:
@@ -82,6 +121,16 @@ def _format_error(x: float) -> str:
     if not math.isfinite(x):
         return "failed"
     return f"{x:.1e}"
+
+
+def _worst(rows: list[Row]) -> Row:
+    """The row of a group furthest past (or closest to) its tolerance."""
+    def ratio(row: Row) -> float:
+        if not math.isfinite(row.error):
+            return math.inf
+        return row.error / row.tolerance if row.tolerance > 0 else math.inf
+
+    return max(rows, key=ratio)
 
 
 @dataclass
@@ -139,12 +188,7 @@ class Report:
         for name in names:
             lines.extend(self._format_problem(name, by_name.get(name)))
             lines.append("")
-        lines.append(
-            "Errors are |g - g_ref| / max(|g_ref|, 1e-3 |g_ref of all blocks|, its term scale)"
-            " per block (README, Tolerances).\nKinds of reference: continuous = exact "
-            "continuous gradient; discrete = derivative of the discrete\nmap on the same "
-            "frozen step grid; fin.diff. = finite-difference estimate."
-        )
+        lines.append(self._footnote())
         total = len(self.rows)
         failed = len(self.failures)
         methods_skipped = sum(1 for s in self.skipped if s.method != "reference")
@@ -155,6 +199,20 @@ class Report:
             + (f"; {methods_skipped} method(s) not applicable" if methods_skipped else "")
         )
         return "\n".join(lines)
+
+    def measures(self) -> list[str]:
+        """The error measures the report's verdicts use, in order of appearance."""
+        found = [p.measure for p in self.problems] or ["componentwise"]
+        return list(dict.fromkeys(found))
+
+    def _footnote(self) -> str:
+        measures = "; ".join(MEASURE_TEXT.get(m, m) for m in self.measures())
+        return (
+            f"Errors are {measures} (README, Tolerances); the worst entry is the one "
+            "furthest\npast (or closest to) its tolerance. Kinds of reference: continuous = "
+            "exact continuous gradient;\ndiscrete = derivative of the discrete map on the "
+            "same frozen step grid; fin.diff. =\nfinite-difference estimate."
+        )
 
     def to_markdown(self) -> str:
         """The report as GitHub-flavoured Markdown, for pasting into an issue tracker."""
@@ -169,18 +227,18 @@ class Report:
             if summary is not None:
                 lines.append(f"{summary.description}  ")
                 lines.append(f"{summary.shape}; solver {summary.solver}; reference: "
-                             f"{summary.reference}")
+                             f"{summary.reference}; error measure: {summary.measure}")
             lines.append("")
             lines.append("| method | block | vs reference | error | tolerance | verdict | "
-                         "diagnosis |")
-            lines.append("| --- | --- | --- | ---: | ---: | --- | --- |")
+                         "worst entry | diagnosis |")
+            lines.append("| --- | --- | --- | ---: | ---: | --- | --- | --- |")
             rows = sorted((r for r in self.rows if r.problem == name), key=lambda r: r.passed)
             for r in rows:
                 diagnosis = r.diagnosis.replace("|", "\\|")
                 lines.append(
                     f"| {r.method} | {r.block} | {r.reference} | {_format_error(r.error)} | "
                     f"{_format_tolerance(r.tolerance)} | {'pass' if r.passed else '**FAIL**'} | "
-                    f"{diagnosis} |"
+                    f"{r.entry} | {diagnosis} |"
                 )
             skipped = [s for s in self.skipped if s.problem == name]
             if skipped:
@@ -188,6 +246,7 @@ class Report:
                 for skip in skipped:
                     lines.append(f"- not applicable: `{skip.method}`: {skip.reason}")
             lines.append("")
+        lines.append(self._footnote().replace("\n", " "))
         return "\n".join(lines)
 
     def _format_problem(self, name: str, summary: ProblemSummary | None) -> list[str]:
@@ -200,7 +259,7 @@ class Report:
             if summary.description:
                 lines.append(f"   {summary.description}")
             lines.append(f"   {summary.shape}; solver {summary.solver}")
-            lines.append(f"   reference: {summary.reference}")
+            lines.append(f"   reference: {summary.reference}; error measure: {summary.measure}")
             for note in summary.notes:
                 lines.append(f"   note: {note}")
         groups: dict[tuple[str, str], list[Row]] = {}
@@ -213,7 +272,7 @@ class Report:
         ref_width = max([26, *(len(r) for _, r in groups)])
         header = (
             f"   {'method':<{method_width}} {'vs reference':<{ref_width}} {'z0':>7} "
-            f"{'theta':>7} {'times':>7} {'tol':>7}  {'verdict':<7} kind"
+            f"{'theta':>7} {'times':>7} {'tol':>7}  {'verdict':<7} {'kind':<10} worst entry"
         )
         lines.append(header)
         lines.append("   " + "-" * (len(header) - 3))
@@ -231,12 +290,14 @@ class Report:
             kind = _KIND_SHORT.get(group[0].reference_kind, group[0].reference_kind)
             lines.append(
                 f"   {method:<{method_width}} {reference:<{ref_width}} {' '.join(cells)} "
-                f"{tolerance}  {'pass' if passed else 'FAIL':<7} {kind}"
+                f"{tolerance}  {'pass' if passed else 'FAIL':<7} {kind:<10} "
+                f"{_worst(group).entry}"
             )
             by_diagnosis: dict[str, list[str]] = {}
             for row in group:
                 if not row.passed and row.diagnosis:
-                    by_diagnosis.setdefault(row.diagnosis, []).append(row.block)
+                    where = f"{row.block} [worst {row.entry}]" if row.entry else row.block
+                    by_diagnosis.setdefault(row.diagnosis, []).append(where)
             for diagnosis, blocks in by_diagnosis.items():
                 lines.append(f"      ! {', '.join(blocks)}: {diagnosis}")
         for skip in self.skipped:

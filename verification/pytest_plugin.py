@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import pytest
 
-from ._assertions import GradientMismatch
 from ._assertions import assert_gradient_correct as _assert_gradient_correct
 from ._references import REFERENCES
 
@@ -45,27 +44,48 @@ def pytest_configure(config):
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def assert_gradient_correct(request):
     """``assert_gradient_correct(grad_fn, problem, **options)``: fail the test with the
-    audit table when ``grad_fn`` gets ``problem``'s gradient wrong."""
+    audit table when ``grad_fn`` gets ``problem``'s gradient wrong.
+
+    Session-scoped, so that a ``@given`` test may use it (hypothesis rejects
+    function-scoped fixtures); the options of the running test's marker are read at each
+    call.
+    """
+    config = request.config
+
+    def check(grad_fn, problem, **overrides):
+        __tracebackhide__ = True  # the failure is the caller's line, not the library's
+        options = {**_options(config, _RUNNING.get("item")), **overrides}
+        # the audit table is the failure message: raised here, outside any except block,
+        # so that pytest prints it once, with the test's own line and hypothesis's notes
+        return _assert_gradient_correct(grad_fn, problem, **options)
+
+    return check
+
+
+#: The test item being run (set before its fixtures and body run).
+_RUNNING: dict = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _RUNNING["item"] = item
+
+
+def _options(config, item) -> dict:
+    """Options from the command line, overridden by the running test's marker."""
     options = {}
-    rtol = request.config.getoption("--adjoint-verify-rtol")
-    reference = request.config.getoption("--adjoint-verify-reference")
+    rtol = config.getoption("--adjoint-verify-rtol")
+    reference = config.getoption("--adjoint-verify-reference")
     if rtol is not None:
         options["rtol"] = rtol
     if reference is not None:
         options["reference"] = reference
-    marker = request.node.get_closest_marker(MARKER)
+    marker = item.get_closest_marker(MARKER) if item is not None else None
     if marker is not None:
         if marker.args:
             raise pytest.UsageError(f"@pytest.mark.{MARKER} takes keyword arguments only")
         options.update(marker.kwargs)
-
-    def check(grad_fn, problem, **overrides):
-        try:
-            return _assert_gradient_correct(grad_fn, problem, **{**options, **overrides})
-        except GradientMismatch as exc:
-            pytest.fail(f"the gradient is wrong:\n{exc}", pytrace=False)
-
-    return check
+    return options
