@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from symbolic import CompiledForm
 
+from ._budget import MEMORY_BUDGET
 from ._errors import IntegrationError, MethodUnavailable
 from ._extrapolation import (
     NO_EXPONENT,
@@ -258,13 +259,20 @@ def _check_available(compiled: CompiledForm, batch: int) -> None:
     n, p = compiled.n, compiled.p
     size = batch * n * (1 + n + p)
     if size > MAX_AUGMENTED_SIZE:
+        # name what serves instead, and only something that will not refuse in turn
+        stages = 7 + 4
+        if 8.0 * stages * size <= MEMORY_BUDGET:
+            instead = ("'forward_sensitivity' with a tight rtol (e.g. rtol=1e-13, "
+                       "atol=1e-15) instead, or fewer samples")
+        else:
+            instead = ("'interpolated_adjoint' at a tight rtol, or an audit, which certifies "
+                       "it along random directions at this size")
         raise MethodUnavailable(
             "high_precision",
             f"the forward-sensitivity system has B * n * (1 + n + p) = {batch} * {n} * "
             f"(1 + {n} + {p}) = {size} unknowns, more than MAX_AUGMENTED_SIZE = "
             f"{MAX_AUGMENTED_SIZE} that pure-Python mpmath integrates in reasonable time. Use "
-            "'forward_sensitivity' with a tight rtol (e.g. rtol=1e-13, atol=1e-15) instead, "
-            "or fewer samples.",
+            f"{instead}.",
         )
 
 

@@ -143,10 +143,11 @@ class MatrixKernel(_Kernel):
             return out
         return (f if f.shape == shape else np.broadcast_to(f, shape).copy()), out
 
-    def parameter_integrand(self, z: NDArray, t, a: NDArray, groups: int) -> NDArray:
+    def parameter_integrand(self, z: NDArray, t, a: NDArray, groups: int, *,
+                            magnitude: bool = False) -> NDArray:
         """``(groups, p)``: :math:`\\sum_{\\text{rows}} (\\partial f/\\partial\\theta)^T a`
         over each of ``groups`` equal consecutive groups of rows; ``t`` a scalar or one time
-        per row."""
+        per row. ``magnitude``: the sums of the terms' magnitudes instead."""
         dtype = np.result_type(z, a, self.dtype)
         if np.ndim(t):
             t = np.reshape(t, (-1, 1))
@@ -154,7 +155,7 @@ class MatrixKernel(_Kernel):
         self.kernels.save(self.F, self.FT, tape.saved, z, t, 0, None, False)
         self.kernels.reverse(self.F, self.FT, tape.saved, tape.cots, tape.extra, True, a, t,
                              0, False, None, False)
-        out = self.kernels.parameter_gradient(tape, self.F, groups=groups)
+        out = self.kernels.parameter_gradient(tape, self.F, groups=groups, magnitude=magnitude)
         tape.release()
         return out
 
@@ -252,9 +253,13 @@ class ElementwiseKernel(_RowKernel):
         t = np.repeat(tape.t[:used], batch) if used > 1 else tape.t[0]
         return column_sums(self.compiled.vjp_params(z, self.theta, t, a))
 
-    def parameter_integrand(self, z: NDArray, t, a: NDArray, groups: int) -> NDArray:
-        """``(groups, p)``: the summed parameter VJP over equal consecutive row groups."""
+    def parameter_integrand(self, z: NDArray, t, a: NDArray, groups: int, *,
+                            magnitude: bool = False) -> NDArray:
+        """``(groups, p)``: the summed parameter VJP over equal consecutive row groups
+        (``magnitude``: of each sample's contribution in absolute value)."""
         per_row = self.compiled.vjp_params(z, self.theta, t, a)
+        if magnitude:
+            per_row = np.abs(per_row)
         return per_row.reshape(groups, -1, per_row.shape[-1]).sum(axis=1)
 
     def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None, *, want_f: bool = False):
@@ -319,14 +324,17 @@ class LinearKernel(_RowKernel):
         a = tape.a[:used].reshape(-1, tape.a.shape[-1])
         return self.structure.theta_gradient(self.theta, a.T @ z, column_sums(a))
 
-    def parameter_integrand(self, z: NDArray, t, a: NDArray, groups: int) -> NDArray:
-        """``(groups, p)``: the summed parameter VJP over equal consecutive row groups."""
+    def parameter_integrand(self, z: NDArray, t, a: NDArray, groups: int, *,
+                            magnitude: bool = False) -> NDArray:
+        """``(groups, p)``: the summed parameter VJP over equal consecutive row groups
+        (``magnitude``: of every term in absolute value)."""
+        size = np.abs if magnitude else (lambda x: x)
         n = z.shape[-1]
-        zg, ag = z.reshape(groups, -1, n), a.reshape(groups, -1, n)
+        zg, ag = size(z).reshape(groups, -1, n), size(a).reshape(groups, -1, n)
         grad_A = np.swapaxes(ag, 1, 2) @ zg
-        out = np.einsum("gij,ijk->gk", grad_A, self.structure.matrix_grad(self.theta))
+        out = np.einsum("gij,ijk->gk", grad_A, size(self.structure.matrix_grad(self.theta)))
         if self.affine:
-            out += ag.sum(axis=1) @ self.structure.offset_grad(self.theta)
+            out += ag.sum(axis=1) @ size(self.structure.offset_grad(self.theta))
         return out
 
     def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None, *, want_f: bool = False):

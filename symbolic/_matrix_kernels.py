@@ -710,15 +710,19 @@ class MatrixKernels:
             plan.append((term.kind == "outer", term.cot, term.saved, start, stop, shape))
         return plan
 
-    def parameter_gradient(self, tape: Tape, F: list, *, groups: int | None = None) -> NDArray:
+    def parameter_gradient(self, tape: Tape, F: list, *, groups: int | None = None,
+                           magnitude: bool = False) -> NDArray:
         """``dL/dtheta`` from the cotangents recorded on the first ``tape.used`` slots: one
         product per term over all slots and rows, then back through the fixed nodes.
 
         ``groups=g`` splits the rows (of a one-slot, ``per_row`` tape) into ``g`` equal
         consecutive groups and returns one gradient per group, shape ``(g, p)``.
+        ``magnitude`` sums the magnitudes of the terms instead (every factor taken in
+        absolute value): the size of what the gradient is summed from, per entry.
         """
         used = tape.used
-        if groups is None and self.direct is not None:
+        size = np.abs if magnitude else (lambda x: x)
+        if groups is None and self.direct is not None and not magnitude:
             grad = np.zeros(self.p, dtype=np.result_type(*(c.dtype for c in tape.cots))
                             if tape.cots else np.float64)
             for outer, cot_index, saved_index, start, stop, shape in self.direct:
@@ -739,10 +743,10 @@ class MatrixKernels:
         fixed_cot: dict[int, Any] = {}
         for term in self.terms:
             node = nodes[term.target]
-            cot = tape.cots[term.cot][:used]
+            cot = size(tape.cots[term.cot][:used])
             cot = cot.reshape(*lead, -1, cot.shape[-1])
             if term.kind == "outer":
-                x = tape.saved[term.saved][:used]
+                x = size(tape.saved[term.saved][:used])
                 x = x.reshape(*lead, -1, x.shape[-1])
                 value = np.swapaxes(cot, -1, -2) @ x
             elif node.op == "scalar":
@@ -757,11 +761,12 @@ class MatrixKernels:
             extra = tape.extra if groups is None or tape.extra.ndim == 1 else (
                 tape.extra.reshape(groups, -1, tape.extra.shape[-1]).sum(axis=1))
             for k, i in enumerate(self._scalar_leaves):
-                grad[..., self.offsets[i][0]] += extra[..., k]
-        self._fixed_reverse(fixed_cot, F, grad)
+                grad[..., self.offsets[i][0]] += size(extra[..., k])
+        self._fixed_reverse(fixed_cot, F, grad, magnitude=magnitude)
         return grad
 
-    def _fixed_reverse(self, cot: dict, F: list, grad: NDArray) -> None:
+    def _fixed_reverse(self, cot: dict, F: list, grad: NDArray, *,
+                       magnitude: bool = False) -> None:
         """Back through the fixed nodes to the parameter leaves, adding into ``grad`` (a
         leading batch axis of the cotangents, if any, is kept)."""
         nodes = self.graph.nodes
@@ -771,8 +776,9 @@ class MatrixKernels:
             g = cot.pop(node.index)
             args = [nodes[a] for a in node.args]
 
-            def true(a):
-                return self._true_any(a, F[a.index])
+            def true(a, factor=True):
+                value = self._true_any(a, F[a.index])
+                return np.abs(value) if magnitude and factor else value
 
             def push(arg, value):
                 if arg.index in self.live:
@@ -783,7 +789,8 @@ class MatrixKernels:
                 grad[..., start:stop] += np.reshape(g, (*np.shape(grad)[:-1], stop - start))
             elif node.op == "scalar":
                 for start, _, fn in self._scalar_fns[node.index][2]:
-                    grad[..., start] += g * fn(0.0, *self._scalar_values(F))
+                    slope = fn(0.0, *self._scalar_values(F))
+                    grad[..., start] += g * (abs(slope) if magnitude else slope)
             elif node.op == "matmul":
                 A, X = args
                 push(A, g @ np.swapaxes(true(X), -1, -2))
@@ -802,5 +809,6 @@ class MatrixKernels:
                         push(a, g * true(other))
             elif node.op == "apply":
                 fn, dfn, at = self._activations[self.graph.activations.index(node.payload)]
-                u = true(args[0])
-                push(args[0], g * dfn(fn(u) if at == "output" else u))
+                u = true(args[0], factor=False)
+                slope = dfn(fn(u) if at == "output" else u)
+                push(args[0], g * (np.abs(slope) if magnitude else slope))

@@ -25,7 +25,8 @@ from numeric import (
     compute_gradient,
 )
 from numeric._checks import SolverOptions, check_problem
-from numeric._gradient import check_method
+from numeric._directional import complex_step_directional, finite_difference_directional
+from numeric._gradient import check_method, frozen_grid
 
 from ._diagnose import diagnose
 from ._frozen_grid import frozen_grid_error
@@ -40,6 +41,8 @@ from ._report import (
     Skipped,
     entry_label,
 )
+from ._scale import DEFAULT_SEED as DIRECTIONAL_SEED
+from ._scale import random_directions
 from ._tolerances import (
     FINITE_DIFFERENCE,
     ROUNDING,
@@ -165,7 +168,7 @@ def audit(
             f"reference available, cannot certify a verdict: {why}"))
         usable = None
     terms = term_scale(problem.compiled, problem.z0, problem.theta, problem.times,
-                       problem.data, known=computed.results)
+                       problem.data, known=computed.results, reference=reference)
     rows = _Rows(report, computed, terms, measure, name, problem)
     notes = _compare(rows, problem, computed, wanted, usable)
     _list_leftovers(report, computed, wanted, name)
@@ -339,6 +342,11 @@ def _compare(rows: _Rows, problem: _Inputs, computed: _Computed, wanted: set[str
 
     discrete_ref = results.get("complex_step")
     fd_tolerance = _finite_difference_tolerance(rows.terms, rows.measure)
+    if discrete_ref is None and "complex_step" in computed.unavailable and (
+            "budget" in computed.unavailable["complex_step"]) and (
+            computed.ran("discrete_adjoint") or "finite_difference" in wanted):
+        notes.extend(_directional_discrete_rows(rows, problem, computed, wanted, reference))
+        return notes
     if discrete_ref is not None:
         if computed.ran("discrete_adjoint"):
             rows.add("discrete_adjoint", "complex_step", discrete_ref, ROUNDING, discrete_kind)
@@ -350,6 +358,90 @@ def _compare(rows: _Rows, problem: _Inputs, computed: _Computed, wanted: set[str
                  lambda block, g, ref: fd_tolerance(block, ref, g),
                  REFERENCE_KINDS["finite_difference"])
     return notes
+
+
+#: Random directions per block for the discrete rows at network size (complex step and
+#: finite differences along each: a few replays, not one per entry).
+DISCRETE_DIRECTIONS_PER_BLOCK = 2
+
+
+def _directional_discrete_rows(rows: _Rows, problem: _Inputs, computed: _Computed,
+                               wanted: set[str], reference) -> list[str]:
+    """At network size, where complex step and finite differences per entry exceed their
+    budget: the discrete adjoint against complex step, and finite differences against it,
+    along random directions ``xi / s`` per block (``s`` every entry's scale). A direction's
+    error is ``|v^T g - d| / sum_j |v_j| s_j``, the deviation on the scale of the sum."""
+    compiled, options = problem.compiled, problem.options
+    grid = frozen_grid(compiled, problem.z0, problem.theta, problem.times, options)
+    base = reference.gradient if reference is not None else computed.results.get(
+        "discrete_adjoint")
+    if base is None:
+        return []
+    scales = {b: entry_scales(getattr(base, b), rows.terms[b]).reshape(np.shape(rows.terms[b]))
+              for b in BLOCKS}
+    rng = np.random.default_rng(DIRECTIONAL_SEED)
+    named = random_directions(compiled, scales, rng, DISCRETE_DIRECTIONS_PER_BLOCK)
+    kind = REFERENCE_KINDS["discrete"]
+    label = f"complex_step along {len(named)} directions"
+    try:
+        cs = [complex_step_directional(compiled, problem.z0, problem.theta, problem.times,
+                                       grid, options.tableau, v, data=problem.data)
+              for _, v in named]
+    except (MethodUnavailable, IntegrationError) as exc:
+        rows.report.skipped.append(Skipped(rows.name, "complex_step (directional)", str(exc)))
+        return []
+    da = computed.results.get("discrete_adjoint")
+    fd = None
+    if "finite_difference" in wanted:
+        try:
+            fd = [finite_difference_directional(compiled, problem.z0, problem.theta,
+                                                problem.times, grid, options.tableau, v,
+                                                data=problem.data) for _, v in named]
+        except (MethodUnavailable, IntegrationError) as exc:
+            rows.report.skipped.append(Skipped(rows.name, "finite_difference (directional)",
+                                               str(exc)))
+    for block in BLOCKS:
+        picks = [k for k, (name, _) in enumerate(named) if _block_of(name) == block]
+        for method, values, errors, tolerance in (
+            ("discrete_adjoint", None, None, ROUNDING),
+            ("finite_difference (directional)", fd, None, None),
+        ):
+            if method == "discrete_adjoint" and da is None:
+                continue
+            if method != "discrete_adjoint" and values is None:
+                continue
+            worst, worst_k, worst_tol = -1.0, None, ROUNDING
+            for k in picks:
+                v = named[k][1]
+                size = sum(float(np.sum(np.abs(getattr(v, b)) * scales[b])) for b in BLOCKS)
+                got = (v.dot(da.z0, da.theta, da.times) if method == "discrete_adjoint"
+                       else values[k].value)
+                error = abs(got - cs[k].value) / max(size, np.finfo(float).tiny)
+                tol = tolerance if tolerance is not None else max(
+                    FINITE_DIFFERENCE, FD_SAFETY * values[k].error / max(size, 1e-300))
+                if error / tol > worst / worst_tol:
+                    worst, worst_k, worst_tol = error, k, tol
+            if worst_k is None:
+                continue
+            passed = worst <= worst_tol
+            rows.report.rows.append(Row(
+                block=block, method=method, reference=label, error=worst,
+                tolerance=worst_tol, passed=passed, reference_kind=kind, problem=rows.name,
+                entry=f"direction {worst_k} ({named[worst_k][0]})",
+                diagnosis="" if passed else (
+                    f"along direction {worst_k} (moving {named[worst_k][0]}) the derivative "
+                    f"of the discrete map differs from complex step by {worst:.1e} of its "
+                    "scale"),
+            ))
+    for method in ("complex_step", "finite_difference"):
+        computed.unavailable.pop(method, None)
+    return [f"complex step and finite differences per entry exceed their budget at this "
+            f"size: checked along {len(named)} random directions instead "
+            f"({DISCRETE_DIRECTIONS_PER_BLOCK} per block, seed {DIRECTIONAL_SEED})"]
+
+
+def _block_of(name: str) -> str:
+    return name if name in ("z0", "times") else "theta"
 
 
 def _list_leftovers(report: Report, computed: _Computed, wanted: set[str], name: str) -> None:

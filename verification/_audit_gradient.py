@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from ._diagnose import EXPLAINED, diagnose
 from ._explain import library_untraced, traced
 from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, ProblemSummary, Report, Row, Skipped, entry_label
+from ._scale import CERTIFIED_LABEL
 from ._tolerances import block_error, check_measure, compare_block
 
 __all__ = [
@@ -107,6 +109,8 @@ def audit_gradient(
     targets=(),
     data=None,
     measure: str = "componentwise",
+    strategy: str = "auto",
+    seed: int | None = None,
 ) -> Report:
     """Audit an outside gradient implementation, entry by entry, against the best reference.
 
@@ -143,6 +147,14 @@ def audit_gradient(
         ``componentwise`` (default) holds every entry to ``rtol`` on its own scale;
         ``normwise`` holds each block's 2-norm instead (a wrong entry can hide under a
         large block). The report names the measure.
+    strategy : {"auto", "per-entry", "directional"}
+        How the reference is built: per entry (forward sensitivity, 30-digit mpmath,
+        exact) where ``B n (n + p)`` is small, else (``auto``; or ``directional`` asked)
+        the library's interpolated adjoint at rtol 1e-12 certified along random
+        directions, 4 per block (``z0``, each parameter matrix, ``times``); the report
+        says which, the directions' ``seed``, the certified error and what it cost.
+    seed : int, optional
+        The seed of those directions (reported; a fixed default otherwise).
 
     Returns
     -------
@@ -162,11 +174,14 @@ def audit_gradient(
         return _audit_gradient(dynamics, traced(grad_fn) if callable(grad_fn) else grad_fn,
                                z0, theta, times, loss=loss, rtol=rtol, atol=atol, name=name,
                                digits=digits, reference=reference, solver=solver, steps=steps,
-                               targets=targets, data=data, measure=measure)
+                               targets=targets, data=data, measure=measure,
+                               strategy=strategy, seed=seed)
 
 
 def _audit_gradient(dynamics, grad_fn, z0, theta, times, *, loss, rtol, atol, name, digits,
-                    reference, solver, steps, targets, data, measure) -> Report:
+                    reference, solver, steps, targets, data, measure, strategy,
+                    seed) -> Report:
+    started = time.perf_counter()
     checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
     compiled, z0_2d, single, theta, times, data = (
         checked.compiled, checked.z0, checked.single, checked.theta, checked.times,
@@ -184,11 +199,11 @@ def _audit_gradient(dynamics, grad_fn, z0, theta, times, *, loss, rtol, atol, na
     label = name or getattr(grad_fn, "__name__", "implementation")
     reference = best_reference(compiled, z0_2d, theta, times, digits=digits,
                                reference=reference, solver=solver, steps=steps, data=data,
-                               accuracy=rtol)
+                               accuracy=rtol, strategy=strategy, seed=seed)
     # the reference is accurate to `error` on every entry's scale, the larger of the entry
     # and its term scale, which is the scale the verdict measures on: near a fit, where an
     # entry is a small difference of its terms, neither loses accuracy relative to the other
-    terms = term_scale(compiled, z0_2d, theta, times, data)
+    terms = term_scale(compiled, z0_2d, theta, times, data, reference=reference)
     _check_certifies(reference, rtol)
     z0_given = z0_2d[0] if single else z0_2d
     expected = {"z0": z0_given.shape, "theta": theta.shape, "times": times.shape}
@@ -208,16 +223,29 @@ def _audit_gradient(dynamics, grad_fn, z0, theta, times, *, loss, rtol, atol, na
         solver="(the implementation's own)",
         reference=reference.describe(),
         measure=measure,
+        notes=_cost_notes(reference, time.perf_counter() - started),
     ))
     if "times" not in blocks:
         report.skipped.append(Skipped(label, "times", "grad_fn returned no time gradient"))
     return report
 
 
+def _cost_notes(reference: ReferenceGradient, seconds: float) -> tuple[str, ...]:
+    """What the audit chose and spent, for the report."""
+    certificate = reference.certificate
+    if certificate is None:
+        return (f"strategy: per-entry reference ({reference.label}); {seconds:.1f} s",)
+    return (f"strategy: directional (network size): {CERTIFIED_LABEL} certified along "
+            f"{certificate.directions} random directions, {certificate.per_block} per block, "
+            f"seed {certificate.seed}",
+            f"cost: {certificate.solves} solves of the state and its tangents or adjoint, "
+            f"{seconds:.1f} s in all ({certificate.seconds:.1f} s for the reference)")
+
+
 def _check_certifies(reference: ReferenceGradient, rtol: float) -> None:
     """Refuse a verdict the reference's error leaves no room for (``REFERENCE_MARGIN``)."""
-    alternative = ("" if reference.label == "high_precision" else
-                   ", or reference='high_precision' where it applies")
+    alternative = ("" if reference.label == "high_precision" or reference.certificate
+                   is not None else ", or reference='high_precision' where it applies")
     if reference.caveat:
         raise InputError(
             f"the reference ({reference.label}) cannot certify a verdict here: "
@@ -241,6 +269,7 @@ def _span_errors(ctx: AuditContext, blocks_failed: list[str]) -> list[float] | N
         times = ctx.times[: k + 1]
         try:
             ref = best_reference(ctx.compiled, ctx.z0, ctx.theta, times, digits=ctx.digits,
+                                 certify=False,
                                  data=None if ctx.data is None else ctx.data[:k],
                                  accuracy=EXPLAINED)
             z0 = ctx.z0[0] if ctx.single else ctx.z0

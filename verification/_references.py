@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,9 +17,11 @@ from numeric import (
     check_solver_options,
     compute_gradient,
 )
+from numeric._magnitudes import adjoint_term_scales
 
 from ._report import BLOCKS, REFERENCE_KINDS, entry_label
-from ._tolerances import ROUNDING, entry_scales
+from ._scale import CERTIFIED_LABEL, certified_adjoint, per_entry_affordable
+from ._tolerances import ROUNDING, entry_scales, solver_tolerance
 
 __all__ = [
     "REFERENCES",
@@ -60,11 +63,18 @@ class ReferenceGradient:
     term_error: float | None = None
     #: Why ``error`` is ``inf``: the reference cannot certify any error ("" when it can).
     caveat: str = ""
+    #: For a reference certified along random directions (network size): how
+    #: (:class:`verification._scale.Certificate`), and the term scales it computed.
+    certificate: Any = None
+    terms: dict | None = None
 
     def describe(self) -> str:
         """The reference with the error it certifies, for a report."""
         if self.caveat:
             return f"{self.label} (error not certified: {self.caveat})"
+        if self.certificate is not None:
+            return f"{self.label} (relative error <= {self.error:.0e}, " \
+                   f"{self.certificate.describe()})"
         return f"{self.label} (relative error <= {self.error:.0e})"
 
 
@@ -131,7 +141,9 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
                    solver: str = "rk4", steps: int | None = None,
                    data: NDArray | None = None,
                    accuracy: float | None = None,
-                   known: dict[str, Gradient] | None = None) -> ReferenceGradient:
+                   known: dict[str, Gradient] | None = None,
+                   strategy: str = "auto", seed: int | None = None,
+                   certify: bool = True) -> ReferenceGradient:
     """A reference gradient with the error it may carry.
 
     ``reference=None`` takes the best the verdict needs: ``exact`` where it applies (linear
@@ -144,8 +156,18 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
     the discrete adjoint where ``f`` is not complex-analytic), for implementations that
     backpropagate through that solver. ``known`` holds gradients already computed, by
     method name, so that none is computed twice.
+
+    ``strategy``: ``"per-entry"`` takes the references above; ``"directional"`` (and
+    ``"auto"`` where ``B n (n + p)`` exceeds ``PER_ENTRY_LIMIT``, a network) takes the
+    library's interpolated adjoint at rtol 1e-12, certified along random directions with
+    the given ``seed`` (:mod:`verification._scale`); ``certify=False`` skips the
+    certificate (for diagnoses, which only fit relations to the numbers).
     """
     known = known or {}
+    strategy = check_strategy(strategy)
+    if reference is None and strategy != "per-entry" and (
+            strategy == "directional" or not per_entry_affordable(compiled, z0)):
+        return _scale_reference(compiled, z0, theta, times, data, seed, certify)
     if reference is not None and reference not in REFERENCES:
         raise InputError(f"`reference` must be one of {', '.join(map(repr, REFERENCES))} or "
                          f"None (the best available), got {reference!r}.")
@@ -188,16 +210,54 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
     return tight or _tight_forward_sensitivity(compiled, z0, theta, times, data)
 
 
+STRATEGIES = ("auto", "per-entry", "directional")
+
+
+def check_strategy(strategy) -> str:
+    if strategy not in STRATEGIES:
+        raise InputError(f"`strategy` must be one of {', '.join(map(repr, STRATEGIES))}, got "
+                         f"{strategy!r}.")
+    return strategy
+
+
+def _scale_reference(compiled, z0, theta, times, data, seed, certify) -> ReferenceGradient:
+    """The network-size reference: certified, or (``certify=False``) an interpolated
+    adjoint at rtol 1e-10 claiming no error, for diagnoses only."""
+    if not certify:
+        options = check_solver_options("dopri5", steps=None, rtol=1e-10, atol=1e-12,
+                                       max_steps=1_000_000)
+        g = compute_gradient(compiled, z0, theta, times, "interpolated_adjoint", options,
+                             data=data)
+        return ReferenceGradient(g, "interpolated_adjoint@1e-10 (uncertified)",
+                                 solver_tolerance(1e-10, 1e-12))
+    gradient, terms, error, certificate = certified_adjoint(compiled, z0, theta, times,
+                                                            data=data, seed=seed)
+    return ReferenceGradient(gradient, CERTIFIED_LABEL,
+                             math.inf if certificate.caveat else error,
+                             caveat=certificate.caveat, certificate=certificate, terms=terms)
+
+
 #: Tolerances of the forward-sensitivity run that measures the term scale: a magnitude,
 #: needed to a digit or two.
 TERM_RTOL, TERM_ATOL = 1e-8, 1e-10
 
 
 def term_scale(compiled, z0: NDArray, theta: NDArray, times: NDArray, data: NDArray | None,
-               known: dict[str, Gradient] | None = None) -> dict[str, NDArray]:
+               known: dict[str, Gradient] | None = None,
+               reference: ReferenceGradient | None = None) -> dict[str, NDArray]:
     """Per block, the term scale of every entry: the sum of magnitudes it is computed from
     (see ``forward_sensitivity``'s ``info["term_scale"]``), arrays of the blocks' shapes
-    (``z0`` as ``(B, n)``); zeros when it cannot be computed."""
+    (``z0`` as ``(B, n)``); zeros when it cannot be computed. At network size (and for a
+    reference that brought its own) the adjoint's form of the same sums
+    (:func:`numeric._magnitudes.adjoint_term_scales`)."""
+    if reference is not None and reference.terms is not None:
+        return reference.terms
+    if not per_entry_affordable(compiled, z0):
+        try:
+            return adjoint_term_scales(compiled, z0, theta, times, data=data)
+        except (IntegrationError, MethodUnavailable):
+            return {"z0": np.zeros(np.shape(z0)), "theta": np.zeros(np.shape(theta)),
+                    "times": np.zeros(np.shape(times))}
     g = (known or {}).get("forward_sensitivity")
     if g is None or "term_scale" not in g.info:
         options = check_solver_options("dopri5", steps=None, rtol=TERM_RTOL, atol=TERM_ATOL,
