@@ -22,15 +22,15 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import argparse
+import time
 
-import numpy as np  # noqa: E402
-import sympy as sp  # noqa: E402
+import numpy as np
+import sympy as sp
 
-from numeric import gradient  # noqa: E402
-from symbolic import Dynamics  # noqa: E402
-from verification import audit, audit_gradient  # noqa: E402
+from numeric import gradient
+from symbolic import Dynamics
+from verification import audit, audit_gradient
 
 N_STATE, WIDTH, BATCH = 16, 64, 256
 TIMES = np.array([0.0, 1 / 3, 2 / 3, 1.0])

@@ -193,3 +193,53 @@ def test_hypothesis_explains_failures_by_the_code_under_test_only(pytester):
     library = [line for line in explained
                if re.search(r"[/\\](verification|numeric|symbolic|numpy|scipy)[/\\]", line)]
     assert not library, out
+
+
+NETWORK_TEST = '''
+import numpy as np
+import sympy as sp
+
+from numeric import gradient
+from symbolic import Dynamics
+from verification import Problem
+
+n, h = 8, 64
+z = sp.MatrixSymbol("z", n, 1)
+W1, b1 = sp.MatrixSymbol("W1", h, n), sp.MatrixSymbol("b1", h, 1)
+W2, b2 = sp.MatrixSymbol("W2", n, h), sp.MatrixSymbol("b2", n, 1)
+DYN = Dynamics(rhs=W2 * (W1 * z + b1).applyfunc(sp.tanh) + b2, state=z, params=[W1, b1, W2, b2])
+LOSS = (z.T * z)[0, 0] / 2
+rng = np.random.default_rng(0)
+PROBLEM = Problem(dynamics=DYN, loss=LOSS, z0=rng.standard_normal((64, n)),
+                  theta=0.2 * rng.standard_normal(DYN.p), times=np.array([0.0, 0.5, 1.0]))
+
+
+def my_gradient(z0, theta, times):
+    g = gradient(DYN, z0, theta, times, loss=LOSS, method="discrete_adjoint", solver="rk4",
+                 steps=200)
+    return g.z0, g.theta, g.times
+
+
+def my_wrong_gradient(z0, theta, times):
+    dz, dtheta, dtimes = my_gradient(z0, theta, times)
+    dtheta = dtheta.copy()
+    dtheta[h * n : h * n + h] *= -1  # the sign of b1's gradient flipped
+    return dz, dtheta, dtimes
+
+
+def test_network_gradient(assert_gradient_correct):
+    assert_gradient_correct(my_gradient, PROBLEM)
+
+
+def test_network_wrong_gradient(assert_gradient_correct):
+    assert_gradient_correct(my_wrong_gradient, PROBLEM)
+'''
+
+
+def test_plugin_audits_a_width_64_network(pytester):
+    """The fixture at network size (1,096 parameters, a batch of 64): a reference certified
+    along random directions, a pass, and a failure naming the parameter matrix."""
+    pytester.makepyfile(test_network=NETWORK_TEST)
+    result = pytester.runpytest("-q")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*certified along*random directions*", "*b1: opposite sign*"])

@@ -30,6 +30,8 @@ def assert_gradient_correct(
     reference: str | None = None,
     solver: str = "rk4",
     steps: int | None = None,
+    strategy: str = "auto",
+    seed: int | None = None,
 ) -> Report:
     """Assert that ``grad_fn(z0, theta, times)`` returns the right gradient for ``problem``.
 
@@ -47,6 +49,9 @@ def assert_gradient_correct(
         ``None`` (the most accurate available), ``"exact"``, ``"high_precision"``,
         ``"forward_sensitivity"`` or ``"discrete"`` (the exact derivative of the fixed-step
         ``solver`` with ``steps`` per interval, for code that backpropagates through it).
+    strategy, seed : optional
+        Per-entry references, or at network size a reference certified along random
+        directions with that seed (see :func:`verification.audit_gradient`).
 
     Returns
     -------
@@ -64,7 +69,7 @@ def assert_gradient_correct(
             problem.dynamics, grad_fn, problem.z0, problem.theta, problem.times,
             loss=problem.loss, rtol=DEFAULT_GRADIENT_RTOL if rtol is None else rtol, atol=atol,
             reference=reference, solver=solver, steps=steps, targets=problem.targets,
-            data=problem.data,
+            data=problem.data, strategy=strategy, seed=seed,
         )
         if not report.passed:
             raise GradientMismatch(report)

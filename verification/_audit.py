@@ -31,7 +31,7 @@ from numeric._gradient import check_method, frozen_grid
 from ._diagnose import diagnose
 from ._frozen_grid import frozen_grid_error
 from ._problems import Problem
-from ._references import ReferenceGradient, best_reference, term_scale
+from ._references import ReferenceGradient, best_reference, check_strategy, term_scale
 from ._report import (
     BLOCKS,
     REFERENCE_KINDS,
@@ -42,7 +42,7 @@ from ._report import (
     entry_label,
 )
 from ._scale import DEFAULT_SEED as DIRECTIONAL_SEED
-from ._scale import random_directions
+from ._scale import per_entry_affordable, random_directions
 from ._tolerances import (
     FINITE_DIFFERENCE,
     ROUNDING,
@@ -98,6 +98,7 @@ def audit(
     targets=(),
     data=None,
     measure: str = "componentwise",
+    strategy: str = "auto",
 ) -> Report:
     """Run every applicable gradient method and compare each block with a reference.
 
@@ -133,6 +134,11 @@ def audit(
     measure : {"componentwise", "normwise"}
         ``componentwise`` (default): every entry on its own scale; ``normwise``: each
         block's 2-norm. The report names the measure.
+    strategy : {"auto", "per-entry", "directional"}
+        Per-entry references where they are affordable (``auto``), or at network size
+        (or asked for) the interpolated adjoint at rtol 1e-12 certified along random
+        directions as the continuous reference, and complex step and finite differences
+        along random directions as the discrete ones.
 
     Returns
     -------
@@ -152,12 +158,16 @@ def audit(
     wanted = _plan(methods)
     problem = _Inputs(checked.compiled, checked.z0, checked.theta, checked.times, checked.data,
                       options)
-    computed = _compute(problem, wanted)
+    strategy = check_strategy(strategy)
+    directional = strategy == "directional" or (
+        strategy == "auto" and not per_entry_affordable(problem.compiled, problem.z0))
+    computed = _compute(problem, wanted, directional)
     report = Report()
     reference = None
     try:
         reference = best_reference(problem.compiled, problem.z0, problem.theta, problem.times,
-                                   data=problem.data, known=computed.results)
+                                   data=problem.data, known=computed.results,
+                                   strategy="directional" if directional else "per-entry")
     except IntegrationError as exc:
         report.skipped.append(Skipped(name, "reference", f"no reference could be built: {exc}"))
     usable = reference
@@ -234,8 +244,14 @@ def _plan(methods) -> set[str]:
     return {check_method(m) for m in methods}
 
 
-def _compute(problem: _Inputs, wanted: set[str]) -> _Computed:
-    """Every method wanted, and complex step where a discrete method needs it."""
+#: Why the per-entry methods are not run under the directional strategy.
+PER_ENTRY_REPLACED = ("per entry beyond the directional strategy's budget (every entry a "
+                      "solve or a sensitivity): checked along random directions instead")
+
+
+def _compute(problem: _Inputs, wanted: set[str], directional: bool = False) -> _Computed:
+    """Every method wanted, and complex step where a discrete method needs it; under the
+    directional strategy the per-entry ones are listed as replaced."""
     computed = _Computed()
     order = ("exact", "high_precision", *CONTINUOUS_METHODS, "discrete_adjoint",
              "complex_step", "finite_difference")
@@ -243,6 +259,10 @@ def _compute(problem: _Inputs, wanted: set[str]) -> _Computed:
     if wanted & {"discrete_adjoint", "finite_difference"} and "complex_step" not in needed:
         needed.append("complex_step")
     for method in needed:
+        if directional and method in ("complex_step", "finite_difference",
+                                      "forward_sensitivity", "high_precision"):
+            computed.unavailable[method] = PER_ENTRY_REPLACED
+            continue
         options = None if method in _REFERENCE_METHODS else problem.options
         try:
             computed.results[method] = compute_gradient(
@@ -402,9 +422,9 @@ def _directional_discrete_rows(rows: _Rows, problem: _Inputs, computed: _Compute
                                                str(exc)))
     for block in BLOCKS:
         picks = [k for k, (name, _) in enumerate(named) if _block_of(name) == block]
-        for method, values, errors, tolerance in (
-            ("discrete_adjoint", None, None, ROUNDING),
-            ("finite_difference (directional)", fd, None, None),
+        for method, values, tolerance in (
+            ("discrete_adjoint", None, ROUNDING),
+            ("finite_difference (directional)", fd, None),
         ):
             if method == "discrete_adjoint" and da is None:
                 continue
@@ -434,7 +454,8 @@ def _directional_discrete_rows(rows: _Rows, problem: _Inputs, computed: _Compute
                     "scale"),
             ))
     for method in ("complex_step", "finite_difference"):
-        computed.unavailable.pop(method, None)
+        if "budget" in computed.unavailable.get(method, ""):
+            computed.unavailable.pop(method)
     return [f"complex step and finite differences per entry exceed their budget at this "
             f"size: checked along {len(named)} random directions instead "
             f"({DISCRETE_DIRECTIONS_PER_BLOCK} per block, seed {DIRECTIONAL_SEED})"]
@@ -611,13 +632,14 @@ def audit_problem(
     steps: int | None = None,
     methods: Sequence[str] | None = None,
     measure: str = "componentwise",
+    strategy: str = "auto",
 ) -> Report:
     """:func:`audit` of a :class:`Problem`, named after it."""
     report = audit(
         problem.dynamics, problem.z0, problem.theta, problem.times, loss=problem.loss,
         solver=solver, rtol=rtol, atol=atol, steps=steps, methods=methods, name=problem.name,
         description=problem.description, targets=problem.targets, data=problem.data,
-        measure=measure,
+        measure=measure, strategy=strategy,
     )
     if problem.notes:
         summary = report.problems[-1]
