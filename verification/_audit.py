@@ -9,6 +9,7 @@ import numpy as np
 
 from numeric import (
     CONTINUOUS_METHODS,
+    FIXED_STEP_SOLVERS,
     METHODS,
     Gradient,
     InputError,
@@ -124,7 +125,7 @@ def audit(
     compiled, z0_2d, theta, times, data = (
         checked.compiled, checked.z0, checked.theta, checked.times, checked.data
     )
-    if solver == "dopri5" or solver not in ("euler", "midpoint", "rk4"):
+    if solver not in FIXED_STEP_SOLVERS:  # adaptive (or unknown: check_solver_options says)
         rtol = AUDIT_RTOL if rtol is None else rtol
         atol = AUDIT_ATOL if atol is None else atol
     options = check_solver_options(solver, steps=steps, rtol=rtol, atol=atol, max_steps=10_000)
