@@ -19,6 +19,7 @@ from ._tableaus import DOPRI5 as DOPRI5
 from ._tableaus import EULER as EULER
 from ._tableaus import FIXED_STEP_SOLVERS as FIXED_STEP_SOLVERS
 from ._tableaus import HEUN as HEUN
+from ._tableaus import HEUN3 as HEUN3
 from ._tableaus import MIDPOINT as MIDPOINT
 from ._tableaus import RALSTON as RALSTON
 from ._tableaus import RK4 as RK4
@@ -35,6 +36,7 @@ __all__ = [
     "EULER",
     "FIXED_STEP_SOLVERS",
     "HEUN",
+    "HEUN3",
     "METHODS",
     "MIDPOINT",
     "RALSTON",

@@ -211,8 +211,8 @@ def gradient(
         ``exact`` (linear autonomous dynamics) and ``high_precision`` (mpmath).
     solver : str
         ``"dopri5"`` (adaptive) or a fixed-step solver: ``"euler"``, ``"midpoint"``,
-        ``"rk4"`` (classical), ``"rk4_38"`` (Kutta's 3/8 rule), ``"heun"``, ``"ralston"``,
-        ``"bosh3"``, ``"tsit5"`` (see ``numeric.TABLEAUS``).
+        ``"rk4"`` (classical), ``"rk4_38"`` (Kutta's 3/8 rule), ``"heun"``, ``"heun3"``,
+        ``"ralston"``, ``"bosh3"``, ``"tsit5"`` (see ``numeric.TABLEAUS``).
     rtol, atol : float, optional
         ``dopri5`` tolerances (defaults 1e-8, 1e-10).
     steps : int, optional

@@ -128,8 +128,8 @@ def solve(
         Strictly increasing; ``times[0]`` is the start.
     solver : str
         ``"dopri5"`` (adaptive) or a fixed-step solver: ``"euler"``, ``"midpoint"``,
-        ``"rk4"`` (classical), ``"rk4_38"`` (Kutta's 3/8 rule), ``"heun"``, ``"ralston"``,
-        ``"bosh3"``, ``"tsit5"`` (see ``numeric.TABLEAUS``).
+        ``"rk4"`` (classical), ``"rk4_38"`` (Kutta's 3/8 rule), ``"heun"``, ``"heun3"``,
+        ``"ralston"``, ``"bosh3"``, ``"tsit5"`` (see ``numeric.TABLEAUS``).
     rtol, atol : float, optional
         Tolerances of ``dopri5`` (defaults 1e-8 and 1e-10).
     steps : int, optional

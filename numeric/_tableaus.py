@@ -14,6 +14,7 @@ __all__ = [
     "EULER",
     "FIXED_STEP_SOLVERS",
     "HEUN",
+    "HEUN3",
     "MIDPOINT",
     "RALSTON",
     "RK4",
@@ -131,6 +132,15 @@ RK4_38 = _tableau(
 # Heun's second-order method (the explicit trapezoidal rule): diffrax's `Heun`.
 HEUN = _tableau("heun", a=[[], [1]], b=[F(1, 2), F(1, 2)], c=[0, 1], order=2)
 
+# Heun's third-order method (c = 0, 1/3, 2/3; b = 1/4, 0, 3/4): torchdiffeq's "heun3".
+HEUN3 = _tableau(
+    "heun3",
+    a=[[], [F(1, 3)], [0, F(2, 3)]],
+    b=[F(1, 4), 0, F(3, 4)],
+    c=[0, F(1, 3), F(2, 3)],
+    order=3,
+)
+
 # Ralston (1962): the two-stage method of order 2 with minimal truncation-error bound,
 # c_2 = 2/3 (not the c_2 = 3/4 variant often printed under the same name): diffrax's `Ralston`.
 RALSTON = _tableau("ralston", a=[[], [F(2, 3)]], b=[F(1, 4), F(3, 4)], c=[0, F(2, 3)], order=2)
@@ -232,7 +242,8 @@ DOPRI5 = _tableau(
 
 #: The solvers by the name ``solve`` and ``gradient`` take.
 TABLEAUS: dict[str, ButcherTableau] = {
-    t.name: t for t in (EULER, MIDPOINT, RK4, DOPRI5, RK4_38, HEUN, RALSTON, BOSH3, TSIT5)
+    t.name: t
+    for t in (EULER, MIDPOINT, RK4, DOPRI5, RK4_38, HEUN, HEUN3, RALSTON, BOSH3, TSIT5)
 }
 #: The fixed-step solvers: ``steps`` equal steps per observation interval.
 FIXED_STEP_SOLVERS = tuple(name for name, t in TABLEAUS.items() if not t.adaptive)

@@ -45,7 +45,8 @@ def _exact_seed(z0: np.ndarray, times: np.ndarray) -> np.ndarray:
     ("solver", "order"),
     [pytest.param("euler", 1, id="euler"), pytest.param("midpoint", 2, id="midpoint"),
      pytest.param("rk4", 4, id="rk4"), pytest.param("rk4_38", 4, id="rk4_38"),
-     pytest.param("heun", 2, id="heun"), pytest.param("ralston", 2, id="ralston"),
+     pytest.param("heun", 2, id="heun"), pytest.param("heun3", 3, id="heun3"),
+     pytest.param("ralston", 2, id="ralston"),
      pytest.param("bosh3", 3, id="bosh3"), pytest.param("tsit5", 5, id="tsit5")],
 )
 def test_observed_convergence_order(solver, order):
