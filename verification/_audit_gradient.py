@@ -21,7 +21,7 @@ from numeric._checks import check_problem
 
 from ._diagnose import EXPLAINED, diagnose
 from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
-from ._report import BLOCKS, ProblemSummary, Report, Row, Skipped
+from ._report import BLOCKS, SKIP_KINDS, ProblemSummary, Report, Row, Skipped
 from ._tolerances import FLOOR_FRACTION, block_error
 
 __all__ = [
@@ -202,7 +202,8 @@ def audit_gradient(
         reference=f"{reference.label} (relative error <= {reference.error:.0e})",
     ))
     if "times" not in blocks:
-        report.skipped.append(Skipped(label, "times", "grad_fn returned no time gradient"))
+        reason = getattr(grad_fn, "no_times_reason", "") or "grad_fn returned no time gradient"
+        report.skipped.append(Skipped(label, "times", reason, kind=SKIP_KINDS[1]))
     return report
 
 
@@ -303,6 +304,20 @@ def _span_errors(ctx: AuditContext, blocks_failed: list[str]) -> list[float] | N
     return errors
 
 
+def _implementation_info(ctx: AuditContext) -> Mapping[str, Any]:
+    """What the implementation under audit reports about how it computed the gradient:
+    ``grad_fn.diagnostics(z0, theta, times)`` where it has one (the library adapters
+    measure their backward reconstruction of ``z``), else nothing."""
+    probe = getattr(ctx.grad_fn, "diagnostics", None)
+    if not callable(probe):
+        return {}
+    try:
+        z0 = ctx.z0[0] if ctx.single else ctx.z0
+        return dict(probe(z0, ctx.theta, ctx.times))
+    except Exception:  # the diagnosis is best effort: any failure means "no finding"
+        return {}
+
+
 def _scale(g: Gradient) -> float:
     return float(np.sqrt(sum(np.linalg.norm(getattr(g, b)) ** 2 for b in BLOCKS)))
 
@@ -354,12 +369,13 @@ def compare_to_reference(
             span_note = (f"the error grows with the time span ({shown} on [t_0, t_1] ... "
                          "[t_0, t_N]): a backward reconstruction that diverges?")
     batch = blocks["z0"].shape[0] if "z0" in blocks else 1
+    info = _implementation_info(context) if failed and context is not None else {}
     for block, value in blocks.items():
         passed = errors[block] <= tolerances[block]
         text = ""
         if not passed:
             text = diagnose(block, value, getattr(ref, block), method=label, batch=batch,
-                            alternatives=alternatives[block], span_note=span_note)
+                            alternatives=alternatives[block], span_note=span_note, info=info)
         report.rows.append(Row(
             block=block, method=label, reference=reference.label, error=errors[block],
             tolerance=tolerances[block], passed=passed, diagnosis=text,

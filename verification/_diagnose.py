@@ -13,6 +13,10 @@ __all__ = ["diagnose"]
 #: A fitted relation (sign flip, scaling) counts when it explains the value to this
 #: relative residual: far below any failing error, far above rounding.
 EXPLAINED = 1e-6
+#: An outside implementation's backward reconstruction of z is named as the cause when its
+#: relative drift is at least this share of the block's relative error: a gradient computed
+#: along a wrong z is wrong by about the drift times the problem's sensitivity.
+RECONSTRUCTION_SHARE = 0.1
 
 
 def _relation(value: NDArray, reference: NDArray) -> tuple[float, float]:
@@ -60,8 +64,10 @@ def diagnose(
     instead of a sum); agreement with a known wrong answer in ``alternatives`` ((sentence,
     array) pairs, e.g. the gradient of a loss on the last observation only); otherwise the entry
     that differs most, with ``span_note`` (how the error grows with the time span) when
-    nothing more specific explains the difference. For the backsolve adjoint the
-    reconstruction error of ``z`` it saw is added.
+    nothing more specific explains the difference. For the backsolve adjoint, and for an
+    outside implementation whose ``info`` says it ``reconstructs_backwards``, the
+    reconstruction error of ``z`` (``info["reconstruction_error"]``) is added, with
+    ``info["remedy"]`` when given.
     """
     shape = np.shape(value)
     value = np.asarray(value, dtype=float).ravel()
@@ -85,6 +91,14 @@ def diagnose(
         parts.append("the gradient has inf or nan entries")
     elif np.all(value == 0) and np.any(reference != 0):
         parts.append("the block is all zeros: it is missing or not propagated")
+    elif zero_entries.size:
+        shown = ", ".join(where(int(k)) for k in zero_entries[:6])
+        parts.append(f"entries {shown} are zero where the reference is not: missing")
+        live = np.flatnonzero(value != 0)
+        if live.size and not _close(value[live], reference[live]):
+            k = int(live[np.argmax(np.abs(value[live] - reference[live]))])
+            parts.append(f"the other entries differ too, most at {where(k)}: got "
+                         f"{value[k]:.10g}, reference {reference[k]:.10g}")
     elif matched:
         parts.append(matched[0])
     elif block == "times" and reference[0] != 0 and _close(value, flipped_t0):
@@ -97,10 +111,6 @@ def diagnose(
             f"transposed: the gradient of the leading {transposed} x {transposed} parameter "
             "matrix is the transpose of the reference (a z^T written as z a^T?)"
         )
-    elif zero_entries.size and _close(value[reference != 0][value[reference != 0] != 0],
-                                      reference[reference != 0][value[reference != 0] != 0]):
-        shown = ", ".join(where(int(k)) for k in zero_entries[:6])
-        parts.append(f"entries {shown} are zero where the reference is not: missing")
     else:
         c, residual = _relation(value, reference)
         if residual <= EXPLAINED and abs(c + 1.0) <= EXPLAINED:
@@ -123,10 +133,17 @@ def diagnose(
         parts.append(span_note)
     info = info or {}
     drift = info.get("reconstruction_error")
-    if method == "backsolve_adjoint" and drift is not None:
+    outside = info.get("reconstructs_backwards", False)
+    error = float(np.linalg.norm(value - reference)) / max(float(np.linalg.norm(reference)),
+                                                           np.finfo(float).tiny)
+    if outside and drift is not None and drift < RECONSTRUCTION_SHARE * error:
+        parts.append(f"the backward reconstruction of z stayed within {drift:.1e} (relative) "
+                     "of the forward solution, too little to explain this")
+    elif (method == "backsolve_adjoint" or outside) and drift is not None:
+        remedy = info.get("remedy", "use interpolated_adjoint or quadrature_adjoint")
         parts.append(
             f"the backward reconstruction of z drifted from the forward solution by "
             f"{drift:.1e} (relative): the forward flow contracts, so integrating z backwards "
-            "amplifies errors; use interpolated_adjoint or quadrature_adjoint"
+            f"amplifies errors; {remedy}"
         )
     return "; ".join(parts)

@@ -16,6 +16,7 @@ __all__ = [
     "SOLVER_ERROR_GROWTH",
     "block_error",
     "finite_difference_tolerance",
+    "rounding_tolerance",
     "solver_tolerance",
 ]
 
@@ -44,6 +45,12 @@ SOLVER_ERROR_GROWTH = 1e3
 #: (nearly) zero is judged against the scale of the gradient as a whole, since every method's
 #: error is relative to that scale (MATH.md, "Error measure").
 FLOOR_FRACTION = 1e-3
+
+
+def rounding_tolerance(dtype) -> float:
+    """``ROUNDING`` for arithmetic in ``dtype``: the same number of decades above that
+    dtype's machine epsilon (float32: 1e-12 * 1.2e-7 / 2.2e-16 = 5.4e-4)."""
+    return ROUNDING * float(np.finfo(dtype).eps) / EPS
 
 
 def solver_tolerance(rtol: float, atol: float = 0.0) -> float:
