@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+from helpers import ROUNDING, import_extra
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -22,3 +24,16 @@ def test_quick_start_has_exactly_two_commands():
     assert len(commands) == 2
     assert "adjoint-verify demo" in commands[0]
     assert "pytest" in commands[1]
+
+
+def test_peer_library_example_runs():
+    """The torchdiffeq example of "Auditing torchdiffeq and diffrax" runs and both audits
+    pass: the adjoint at O(rtol), backpropagation through rk4 (= rk4_38) at rounding."""
+    import_extra("torchdiffeq")
+    section = README.read_text().split("## Auditing torchdiffeq and diffrax", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["report"].passed
+    assert namespace["exact_map"].passed
+    assert max(row.error for row in namespace["exact_map"].rows) <= ROUNDING
