@@ -194,7 +194,7 @@ def _audit_mode(problem: Problem, mode: PeerMode, section: str) -> Report:
         kind = skip.kind
         reason = skip.reason
         if kind == SKIP_KINDS[1]:
-            reason = f"dL/d{skip.method} not provided: {reason}"
+            reason = f"dL/d{skip.method}: {reason}"
         out.skipped.append(Skipped(section, label, reason, kind=kind))
     return out
 
