@@ -121,9 +121,7 @@ def peer_tolerance(grad_fn: LibraryGradient) -> tuple[float, str | None]:
     """The tolerance a mode is held to, and the reference (``"discrete"`` or None for the
     best continuous one); see the module docstring."""
     floor = rounding_tolerance(np.float32) if grad_fn.dtype == "float32" else 0.0
-    if grad_fn.matching_solver is not None and grad_fn.steps is not None:
-        return max(REFERENCE_MARGIN * ROUNDING, floor), "discrete"
-    if grad_fn.rtol is None:  # a fixed grid of the library's own: compared as discrete too
+    if grad_fn.rtol is None:  # fixed steps: the exact derivative of a discrete map
         return max(REFERENCE_MARGIN * ROUNDING, floor), "discrete"
     return max(solver_tolerance(grad_fn.rtol, grad_fn.atol), floor), None
 
@@ -164,6 +162,11 @@ def _audit_mode(problem: Problem, mode: PeerMode, section: str) -> Report:
     label = _short_label(grad_fn)
     rtol, reference = peer_tolerance(grad_fn)
     solver, steps = grad_fn.matching_solver, grad_fn.steps
+    if reference == "discrete" and solver is None:
+        report = Report()
+        report.skipped.append(Skipped(section, label, f"no solver of ours has the tableau of "
+                                      f"{grad_fn.library}'s {grad_fn.solver}"))
+        return report
     if grad_fn.step_size is not None:
         steps = _own_grid_steps(problem, grad_fn)
         if steps is None:
@@ -178,7 +181,8 @@ def _audit_mode(problem: Problem, mode: PeerMode, section: str) -> Report:
         report = audit_gradient(
             problem.dynamics, grad_fn, problem.z0, problem.theta, problem.times,
             loss=problem.loss, rtol=rtol, name=label, reference=reference,
-            solver=solver or "rk4", steps=steps, targets=problem.targets, data=problem.data,
+            solver=solver or "rk4", steps=steps,  # solver and steps: for the discrete only
+            targets=problem.targets, data=problem.data,
         )
     except ImplementationError as exc:
         cause = exc.__cause__ or exc
