@@ -55,6 +55,11 @@ ORDER_MARGIN = 0.5
 #: step-doubling estimate of the truncation error is asymptotically exact, the rounding
 #: bound is a worst case, so a factor 10 covers both without hiding a real disagreement.
 FD_SAFETY = 10.0
+#: The continuous methods that read z(t) from the forward solve's dense output, and the
+#: order of the cubic Hermite interpolation between steps that fixed-step solvers without a
+#: continuous extension of their own get (numeric/_rk.py, Segment.evaluate).
+_DENSE_OUTPUT_METHODS = ("interpolated_adjoint", "quadrature_adjoint")
+HERMITE_ORDER = 4
 #: The methods whose results are references rather than rows of their own.
 _REFERENCE_METHODS = ("exact", "high_precision")
 
@@ -208,7 +213,15 @@ def audit(
             tolerance, coarse = _continuous_tolerance(compiled, z0_2d, theta, times, options,
                                                       reference, scale, terms, data)
         for method in continuous:
-            if coarse and method in results:
+            if method in _DENSE_OUTPUT_METHODS and not options.tableau.adaptive and (
+                options.tableau.dense is None and options.tableau.order > HERMITE_ORDER
+            ) and method in results:
+                report.skipped.append(Skipped(name, method, (
+                    f"{options.name} has order {options.tableau.order} but its dense output is "
+                    f"cubic Hermite interpolation, accurate to O(h^{HERMITE_ORDER}): that error "
+                    f"dominates, and the tolerance estimated from the solver's order would "
+                    "fail a correct method; audit it with dopri5 or a solver of order <= 4")))
+            elif coarse and method in results:
                 report.skipped.append(Skipped(name, method, coarse))
             elif method in results or method in failures:
                 compare(method, reference.label, reference.gradient, tolerance, exact_kind)
