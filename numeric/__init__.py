@@ -14,23 +14,37 @@ from ._gradient import Gradient as Gradient
 from ._gradient import compute_gradient as compute_gradient
 from ._gradient import gradient as gradient
 from ._solve import solve as solve
+from ._tableaus import BOSH3 as BOSH3
 from ._tableaus import DOPRI5 as DOPRI5
 from ._tableaus import EULER as EULER
+from ._tableaus import FIXED_STEP_SOLVERS as FIXED_STEP_SOLVERS
+from ._tableaus import HEUN as HEUN
+from ._tableaus import HEUN3 as HEUN3
 from ._tableaus import MIDPOINT as MIDPOINT
+from ._tableaus import RALSTON as RALSTON
 from ._tableaus import RK4 as RK4
+from ._tableaus import RK4_38 as RK4_38
 from ._tableaus import TABLEAUS as TABLEAUS
+from ._tableaus import TSIT5 as TSIT5
 from ._tableaus import ButcherTableau as ButcherTableau
 
 __all__ = [
+    "BOSH3",
     "CONTINUOUS_METHODS",
     "DISCRETE_METHODS",
     "DOPRI5",
     "EULER",
+    "FIXED_STEP_SOLVERS",
+    "HEUN",
+    "HEUN3",
     "METHODS",
     "MIDPOINT",
+    "RALSTON",
     "REFERENCE_METHODS",
     "RK4",
+    "RK4_38",
     "TABLEAUS",
+    "TSIT5",
     "ButcherTableau",
     "Gradient",
     "InputError",

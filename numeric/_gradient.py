@@ -209,7 +209,10 @@ def gradient(
         ``forward_sensitivity`` (continuous); ``discrete_adjoint``, ``complex_step``,
         ``finite_difference`` (the solver's discrete map, on a frozen grid for ``dopri5``);
         ``exact`` (linear autonomous dynamics) and ``high_precision`` (mpmath).
-    solver : {"euler", "midpoint", "rk4", "dopri5"}
+    solver : str
+        ``"dopri5"`` (adaptive) or a fixed-step solver: ``"euler"``, ``"midpoint"``,
+        ``"rk4"`` (classical), ``"rk4_38"`` (Kutta's 3/8 rule), ``"heun"``, ``"heun3"``,
+        ``"ralston"``, ``"bosh3"``, ``"tsit5"`` (see ``numeric.TABLEAUS``).
     rtol, atol : float, optional
         ``dopri5`` tolerances (defaults 1e-8, 1e-10).
     steps : int, optional

@@ -136,7 +136,10 @@ def solve(
         In the order of ``dynamics.params``.
     times : array_like, shape (N+1,)
         Strictly increasing; ``times[0]`` is the start.
-    solver : {"euler", "midpoint", "rk4", "dopri5"}
+    solver : str
+        ``"dopri5"`` (adaptive) or a fixed-step solver: ``"euler"``, ``"midpoint"``,
+        ``"rk4"`` (classical), ``"rk4_38"`` (Kutta's 3/8 rule), ``"heun"``, ``"heun3"``,
+        ``"ralston"``, ``"bosh3"``, ``"tsit5"`` (see ``numeric.TABLEAUS``).
     rtol, atol : float, optional
         Tolerances of ``dopri5`` (defaults 1e-8 and 1e-10).
     steps : int, optional

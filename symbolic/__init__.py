@@ -2,6 +2,9 @@
 
 from ._adjoint import AdjointSystem as AdjointSystem
 from ._adjoint import derive_adjoint as derive_adjoint
+from ._backends import BACKENDS as BACKENDS
+from ._backends import BackendForm as BackendForm
+from ._backends import backend_form as backend_form
 from ._compile import CompiledDynamics as CompiledDynamics
 from ._compile import CompiledForm as CompiledForm
 from ._compile import LinearStructure as LinearStructure
@@ -11,13 +14,16 @@ from ._dynamics import Dynamics as Dynamics
 from ._dynamics import DynamicsError as DynamicsError
 
 __all__ = [
+    "BACKENDS",
     "AdjointSystem",
+    "BackendForm",
     "CompiledDynamics",
     "CompiledForm",
     "Dynamics",
     "DynamicsError",
     "LinearStructure",
     "MpmathFunctions",
+    "backend_form",
     "compile_problem",
     "derive_adjoint",
 ]

@@ -5,7 +5,11 @@ The tiers are the audit's own (verification/_tolerances.py), each with the reaso
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import numpy as np
+import pytest
 
 from verification._tolerances import (
     FINITE_DIFFERENCE,
@@ -19,6 +23,7 @@ __all__ = [
     "ROUNDING",
     "assert_gradients_close",
     "gradient_errors",
+    "import_extra",
     "relative_error",
     "solver_tolerance",
 ]
@@ -49,3 +54,14 @@ def assert_gradients_close(g, ref, tol: float, *, what: str = "") -> None:
         f"{what or g.method}: blocks {', '.join(f'{b} error {e:.2e}' for b, e in bad.items())}"
         f" exceed tolerance {tol:.1e} against {ref.method}"
     )
+
+
+def import_extra(module: str):
+    """An optional library the adapter tests need (torch, torchdiffeq, jax, diffrax).
+
+    Skipped where it is not installed, except in CI (``CI`` set): .ci/run installs every
+    extra, so there a missing one is a broken install and fails, never a silent skip.
+    """
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)

@@ -25,6 +25,12 @@ SOLVERS = [
     pytest.param({"solver": "euler", "steps": 7}, id="euler-7"),
     pytest.param({"solver": "midpoint", "steps": 6}, id="midpoint-6"),
     pytest.param({"solver": "rk4", "steps": 5}, id="rk4-5"),
+    pytest.param({"solver": "rk4_38", "steps": 4}, id="rk4_38-4"),
+    pytest.param({"solver": "heun", "steps": 5}, id="heun-5"),
+    pytest.param({"solver": "heun3", "steps": 4}, id="heun3-4"),
+    pytest.param({"solver": "ralston", "steps": 6}, id="ralston-6"),
+    pytest.param({"solver": "bosh3", "steps": 5}, id="bosh3-5"),
+    pytest.param({"solver": "tsit5", "steps": 3}, id="tsit5-3"),
     pytest.param({"solver": "dopri5", "rtol": 1e-5, "atol": 1e-7}, id="dopri5-rtol1e-5"),
 ]
 
@@ -69,15 +75,23 @@ def test_finite_difference_equals_complex_step(make_problem, options):
         pytest.param("euler", 1, id="euler"),
         pytest.param("midpoint", 2, id="midpoint"),
         pytest.param("rk4", 4, id="rk4"),
+        pytest.param("rk4_38", 4, id="rk4_38"),
+        pytest.param("heun", 2, id="heun"),
+        pytest.param("heun3", 3, id="heun3"),
+        pytest.param("ralston", 2, id="ralston"),
+        pytest.param("bosh3", 3, id="bosh3"),
+        pytest.param("tsit5", 5, id="tsit5"),
     ],
 )
 @pytest.mark.parametrize("block", ["z0", "theta", "times"])
 def test_discrete_adjoint_converges_at_method_order(solver, order, block):
     """The discrete gradient approaches the exact continuous one like h**order: the slope
-    of log(error) against log(h) over steps 4, 8, 16, 32 is within 0.3 of the order."""
+    of log(error) against log(h) over steps 4, 8, 16, 32 is within 0.3 of the order. Tsit5
+    is designed with small leading error coefficients, so its h^6 term matters below ~16
+    steps per interval and its error meets rounding near 64: it is measured on 16..48."""
     problem = problems.seed_linear()
     ref = run(problem, "exact")
-    steps = np.array([4, 8, 16, 32])
+    steps = np.array([16, 24, 32, 48] if solver == "tsit5" else [4, 8, 16, 32])
     errors = [
         relative_error(getattr(run(problem, "discrete_adjoint", solver=solver, steps=int(s)),
                                block),

@@ -9,7 +9,7 @@ import scipy.linalg
 import sympy as sp
 from helpers import ROUNDING, relative_error, solver_tolerance
 
-from numeric import InputError, IntegrationError, solve
+from numeric import FIXED_STEP_SOLVERS, InputError, IntegrationError, solve
 from symbolic import Dynamics, DynamicsError
 
 t = sp.Symbol("t")
@@ -44,7 +44,10 @@ def _exact_seed(z0: np.ndarray, times: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(
     ("solver", "order"),
     [pytest.param("euler", 1, id="euler"), pytest.param("midpoint", 2, id="midpoint"),
-     pytest.param("rk4", 4, id="rk4")],
+     pytest.param("rk4", 4, id="rk4"), pytest.param("rk4_38", 4, id="rk4_38"),
+     pytest.param("heun", 2, id="heun"), pytest.param("heun3", 3, id="heun3"),
+     pytest.param("ralston", 2, id="ralston"),
+     pytest.param("bosh3", 3, id="bosh3"), pytest.param("tsit5", 5, id="tsit5")],
 )
 def test_observed_convergence_order(solver, order):
     """Least-squares slope of log(error) against log(h) over steps = 8, 16, 32, 64."""
@@ -90,7 +93,7 @@ def test_shapes_and_initial_value(solver):
     assert np.array_equal(single[0], Z0[0])
 
 
-@pytest.mark.parametrize("solver", ["euler", "midpoint", "rk4"])
+@pytest.mark.parametrize("solver", list(FIXED_STEP_SOLVERS))
 def test_fixed_step_batch_equals_a_loop_over_samples(solver):
     theta = np.array([0.8, -0.4, 0.6])
     batched = solve(NONLINEAR, Z0, theta, TIMES, solver=solver, steps=20)

@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+from helpers import ROUNDING, import_extra
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -36,3 +38,16 @@ def test_matrix_form_example_runs():
     assert dyn.p == 2128 and g.theta.shape == (2128,)
     printed = str(namespace["derive_adjoint"](dyn, namespace["loss"]))
     assert "da/dt = -W1^T (" in printed and "dL/dW2 = a tanh.(W1 z + b1)^T" in printed
+
+
+def test_peer_library_example_runs():
+    """The torchdiffeq example of "Auditing torchdiffeq and diffrax" runs and both audits
+    pass: the adjoint at O(rtol), backpropagation through rk4 (= rk4_38) at rounding."""
+    import_extra("torchdiffeq")
+    section = README.read_text().split("## Auditing torchdiffeq and diffrax", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["report"].passed
+    assert namespace["exact_map"].passed
+    assert max(row.error for row in namespace["exact_map"].rows) <= ROUNDING

@@ -120,3 +120,15 @@ def test_integration_failure_is_a_failed_row_not_a_number():
 def test_diagnoses_are_computed_from_the_numbers(value, reference, expected):
     text = diagnose("theta", np.array(value), np.array(reference), method="m", batch=2)
     assert expected in text
+
+
+@pytest.mark.parametrize("solver", ["rk4_38", "heun", "heun3", "ralston", "bosh3", "tsit5"])
+def test_peer_tableaus_audit_as_solvers_of_ours(solver):
+    """Every method passes on the peers' fixed-step tableaus; on tsit5 (order 5) the two
+    methods that read z(t) from cubic Hermite dense output (error O(h^4)) are listed as not
+    applicable with the reason, never failed or passed on a tolerance they cannot meet."""
+    report = audit_problem(builtin_problem("lotka_volterra"), solver=solver, steps=16)
+    assert report.passed, report.format()
+    dense = {s.method for s in report.skipped if "cubic Hermite" in s.reason}
+    assert dense == ({"interpolated_adjoint", "quadrature_adjoint"} if solver == "tsit5"
+                     else set())

@@ -35,7 +35,7 @@ EXPECTED = {
     "t0_sign": ("seed", "t_0 entry has the wrong sign"),
     "zero_times": ("seed", "dL/dt_1 .. dL/dt_N are all zero where the reference is not"),
     "time_off_by_one": ("seed", None),
-    "missing_entry": ("seed", "entries theta[2] are zero where the reference is not"),
+    "missing_entry": ("seed", "entries theta[2] (w2) are zero where the reference is not"),
     "sign": ("seed", "opposite sign"),
     "rows_swapped": ("seed", "the samples are permuted"),
     "backsolve": ("contracting", "error grows with the time span"),

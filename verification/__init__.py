@@ -9,6 +9,7 @@ from ._audit_gradient import GradientShapeError as GradientShapeError
 from ._audit_gradient import audit_gradient as audit_gradient
 from ._convergence import ConvergenceStudy as ConvergenceStudy
 from ._convergence import convergence_study as convergence_study
+from ._peers import peers as peers
 from ._problems import BUILTIN_PROBLEMS as BUILTIN_PROBLEMS
 from ._problems import Problem as Problem
 from ._problems import builtin_problem as builtin_problem
@@ -37,5 +38,6 @@ __all__ = [
     "block_error",
     "builtin_problem",
     "convergence_study",
+    "peers",
     "solver_tolerance",
 ]

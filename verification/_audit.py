@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from numeric import (
     CONTINUOUS_METHODS,
+    FIXED_STEP_SOLVERS,
     METHODS,
     Gradient,
     InputError,
@@ -75,6 +76,11 @@ ORDER_MARGIN = 0.5
 #: step-doubling estimate of the truncation error is asymptotically exact, the rounding
 #: bound is a worst case, so a factor 10 covers both without hiding a real disagreement.
 FD_SAFETY = 10.0
+#: The continuous methods that read z(t) from the forward solve's dense output, and the
+#: order of the cubic Hermite interpolation between steps that fixed-step solvers without a
+#: continuous extension of their own get (numeric/_rk.py, Segment.evaluate).
+_DENSE_OUTPUT_METHODS = ("interpolated_adjoint", "quadrature_adjoint")
+HERMITE_ORDER = 4
 #: The methods whose results are references rather than rows of their own.
 _REFERENCE_METHODS = ("exact", "high_precision")
 #: Methods that differentiate the solver's discrete map on the frozen grid.
@@ -230,7 +236,7 @@ class _Computed:
 
 
 def _solver_options(solver, rtol, atol, steps) -> SolverOptions:
-    if solver == "dopri5" or solver not in ("euler", "midpoint", "rk4"):
+    if solver not in FIXED_STEP_SOLVERS:  # adaptive (or unknown: check_solver_options says)
         rtol = AUDIT_RTOL if rtol is None else rtol
         atol = AUDIT_ATOL if atol is None else atol
     return check_solver_options(solver, steps=steps, rtol=rtol, atol=atol, max_steps=10_000)
@@ -348,6 +354,16 @@ def _compare(rows: _Rows, problem: _Inputs, computed: _Computed, wanted: set[str
             tolerance, coarse = _continuous_tolerance(problem, reference, rows.terms,
                                                       rows.measure)
         for method in continuous:
+            tableau = problem.options.tableau
+            if method in _DENSE_OUTPUT_METHODS and not tableau.adaptive and (
+                tableau.dense is None and tableau.order > HERMITE_ORDER
+            ) and method in results:
+                rows.report.skipped.append(Skipped(rows.name, method, (
+                    f"{tableau.name} has order {tableau.order} but its dense output is cubic "
+                    f"Hermite interpolation, accurate to O(h^{HERMITE_ORDER}): that error "
+                    "dominates, and the tolerance estimated from the solver's order would "
+                    "fail a correct method; audit it with dopri5 or a solver of order <= 4")))
+                continue
             if coarse and method in results:
                 rows.report.skipped.append(Skipped(rows.name, method, coarse))
                 continue

@@ -20,7 +20,7 @@ from ._alternatives import AuditContext, alternatives
 from ._diagnose import EXPLAINED, diagnose
 from ._explain import library_untraced, traced
 from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
-from ._report import BLOCKS, ProblemSummary, Report, Row, Skipped, entry_label
+from ._report import BLOCKS, SKIP_KINDS, ProblemSummary, Report, Row, Skipped, entry_label
 from ._scale import CERTIFIED_LABEL
 from ._tolerances import block_error, check_measure, compare_block
 
@@ -226,7 +226,8 @@ def _audit_gradient(dynamics, grad_fn, z0, theta, times, *, loss, rtol, atol, na
         notes=_cost_notes(reference, time.perf_counter() - started),
     ))
     if "times" not in blocks:
-        report.skipped.append(Skipped(label, "times", "grad_fn returned no time gradient"))
+        reason = getattr(grad_fn, "no_times_reason", "") or "grad_fn returned no time gradient"
+        report.skipped.append(Skipped(label, "times", reason, kind=SKIP_KINDS[1]))
     return report
 
 
@@ -286,6 +287,20 @@ def _span_errors(ctx: AuditContext, blocks_failed: list[str]) -> list[float] | N
     return errors
 
 
+def _implementation_info(ctx: AuditContext) -> Mapping[str, Any]:
+    """What the implementation under audit reports about how it computed the gradient:
+    ``grad_fn.diagnostics(z0, theta, times)`` where it has one (the library adapters
+    measure their backward reconstruction of ``z``), else nothing."""
+    probe = getattr(ctx.grad_fn, "diagnostics", None)
+    if not callable(probe):
+        return {}
+    try:
+        z0 = ctx.z0[0] if ctx.single else ctx.z0
+        return dict(probe(z0, ctx.theta, ctx.times))
+    except Exception:  # the diagnosis is best effort: any failure means "no finding"
+        return {}
+
+
 def compare_to_reference(
     report: Report,
     blocks: Mapping[str, NDArray],
@@ -325,6 +340,7 @@ def compare_to_reference(
         "state_names": tuple(context.compiled.state_names),
         "param_names": tuple(context.compiled.param_names),
     }
+    info = _implementation_info(context) if failed and context is not None else {}
     for block, value in blocks.items():
         verdict = verdicts[block]
         text = ""
@@ -332,7 +348,7 @@ def compare_to_reference(
             text = diagnose(block, value, getattr(ref, block), method=label, batch=batch,
                             observations=len(ref.times) - 1, alternatives=candidates[block],
                             span_note=span_note, error=verdict.error, worst=verdict.index,
-                            **names)
+                            **names, info=info)
         report.rows.append(Row(
             block=block, method=label, reference=reference.label, error=verdict.error,
             tolerance=verdict.tolerance, passed=verdict.passed, diagnosis=text,

@@ -1,4 +1,5 @@
-"""The ``adjoint-verify`` command line: demo, list, audit, reference, check, convergence."""
+"""The ``adjoint-verify`` command line: demo, list, audit, reference, check, peers,
+convergence."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from symbolic import DynamicsError
 from ._audit import audit_problem
 from ._audit_gradient import DEFAULT_GRADIENT_RTOL
 from ._convergence import convergence_study
+from ._peers import LIBRARIES, peers
 from ._problems import BUILTIN_PROBLEMS, DEMO_PROBLEMS, builtin_problem
 from ._reference_file import check_against_reference, load_reference, write_reference
 from ._report import Report
@@ -98,6 +100,13 @@ def _build_parser() -> _Parser:
     check.add_argument("--atol", type=float, default=0.0,
                        help="absolute tolerance per block (default 0)")
     _add_output(check)
+    peer = sub.add_parser("peers", help="audit every gradient mode of torchdiffeq and diffrax "
+                          "(those installed) on the built-in problems")
+    peer.add_argument("--library", action="append", choices=list(LIBRARIES),
+                      help="audit this library only (repeatable; default: every installed)")
+    peer.add_argument("--problem", action="append",
+                      help="a name from `adjoint-verify list` (repeatable; default: all)")
+    _add_output(peer)
     conv = sub.add_parser("convergence", help="observed order of a method on a built-in "
                           "problem, optionally plotted")
     conv.add_argument("--problem", required=True, help="a name from `adjoint-verify list`")
@@ -222,6 +231,20 @@ def _run(args: argparse.Namespace) -> int:
         report = check_against_reference(loaded, fn, rtol=args.rtol, atol=args.atol,
                                          name=args.impl)
         return _print_report(report, fmt)
+    if args.command == "peers":
+        fmt = _output_format(args)
+        for name in args.problem or ():
+            _problem(name)  # a usage error before anything runs
+        report = peers(args.library, args.problem)
+        missing = [s for s in report.skipped if s.problem == s.method]  # not installed
+        if not report.rows:
+            reasons = "; ".join(f"{s.method}: {s.reason}" for s in missing)
+            raise UsageError(f"no library to audit: {reasons or 'nothing selected'}")
+        code = _print_report(report, fmt)
+        if fmt != "json":
+            for skip in missing:
+                print(f"{skip.method}: {skip.reason}")
+        return code
     if args.command == "convergence":
         problem = _problem(args.problem)
         if args.method in ("exact", "high_precision"):
@@ -237,7 +260,7 @@ def _run(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"wrote {args.plot}")
         return EXIT_PASS if study.passed else EXIT_FAIL
-    raise UsageError("give a command: demo, list, audit, reference, check or convergence "
+    raise UsageError("give a command: demo, list, audit, reference, check, peers or convergence "
                      "(see adjoint-verify --help)")
 
 

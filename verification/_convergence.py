@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from numeric import (
+    FIXED_STEP_SOLVERS,
     IntegrationError,
     MethodUnavailable,
     check_solver_options,
@@ -197,7 +198,7 @@ def convergence_study(
     method = check_method(method)
     ref, ref_label = _reference(compiled, z0, theta, times, reference, data)
     terms = term_scale(compiled, z0, theta, times, data)
-    adaptive = solver == "dopri5"
+    adaptive = solver not in FIXED_STEP_SOLVERS
     values = np.array(rtols if adaptive else steps, dtype=float)
     errors: dict[str, list[float]] = {b: [] for b in BLOCKS}
     sizes = []

@@ -28,6 +28,10 @@ FLOAT32_TYPICAL = 1e-5
 MAX_NAMED_SEGMENTS = 6
 #: Most contiguous segments a reordering is searched for where names give no structure.
 MAX_SEGMENTS = 3
+#: An outside implementation's backward reconstruction of z is named as the cause when its
+#: relative drift is at least this share of the block's relative error: a gradient computed
+#: along a wrong z is wrong by about the drift times the problem's sensitivity.
+RECONSTRUCTION_SHARE = 0.1
 
 
 def _relation(value: NDArray, reference: NDArray) -> tuple[float, float]:
@@ -280,6 +284,9 @@ def diagnose(
     deviation), with ``span_note`` (how the error grows with the
     time span) when nothing more specific explains the difference. For the backsolve adjoint
     the reconstruction error of ``z`` it saw is added.
+    An outside implementation whose ``info`` says it ``reconstructs_backwards`` gets its
+    reconstruction error of ``z`` (``info["reconstruction_error"]``) added, with
+    ``info["remedy"]`` when given.
     """
     shape = np.shape(value)
     value = np.asarray(value, dtype=float).ravel()
@@ -312,6 +319,14 @@ def diagnose(
         parts.append(times_zero)
     elif np.all(value == 0) and np.any(reference != 0):
         parts.append("the block is all zeros: it is missing or not propagated")
+    elif zero_entries.size:
+        shown = ", ".join(where(int(k)) for k in zero_entries[:6])
+        parts.append(f"entries {shown} are zero where the reference is not: missing")
+        live = np.flatnonzero(value != 0)
+        if live.size and not _close(value[live], reference[live]):
+            k = int(live[np.argmax(np.abs(value[live] - reference[live]))])
+            parts.append(f"the other entries differ too, most at {where(k)}: got "
+                         f"{value[k]:.10g}, reference {reference[k]:.10g}")
     elif matched:
         parts.append(matched[0])
     elif block == "times" and reference[0] != 0 and _close(value, flipped_t0):
@@ -332,11 +347,6 @@ def diagnose(
     elif block == "z0" and (permuted := _permuted_samples(value.reshape(shape),
                                                             reference.reshape(shape))):
         parts.append(permuted)
-    elif zero_entries.size and _close(value[reference != 0][value[reference != 0] != 0],
-                                      reference[reference != 0][value[reference != 0] != 0]):
-        shown = ", ".join(f"{block}[{int(k)}]" if len(shape) < 2 else where(int(k))
-                          for k in zero_entries[:6])
-        parts.append(f"entries {shown} are zero where the reference is not: missing")
     else:
         c, residual = _relation(value, reference)
         single, evident = _float32(value, reference, error)
@@ -359,10 +369,17 @@ def diagnose(
         parts.append(span_note)
     info = info or {}
     drift = info.get("reconstruction_error")
-    if method == "backsolve_adjoint" and drift is not None:
+    outside = info.get("reconstructs_backwards", False)
+    error = float(np.linalg.norm(value - reference)) / max(float(np.linalg.norm(reference)),
+                                                           np.finfo(float).tiny)
+    if outside and drift is not None and drift < RECONSTRUCTION_SHARE * error:
+        parts.append(f"the backward reconstruction of z stayed within {drift:.1e} (relative) "
+                     "of the forward solution, too little to explain this")
+    elif (method == "backsolve_adjoint" or outside) and drift is not None:
+        remedy = info.get("remedy", "use interpolated_adjoint or quadrature_adjoint")
         parts.append(
             f"the backward reconstruction of z drifted from the forward solution by "
             f"{drift:.1e} (relative): the forward flow contracts, so integrating z backwards "
-            "amplifies errors; use interpolated_adjoint or quadrature_adjoint"
+            f"amplifies errors; {remedy}"
         )
     return "; ".join(parts)

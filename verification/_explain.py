@@ -85,4 +85,9 @@ def traced(fn: Callable) -> Callable:
         finally:
             _attach(*found, on=False)
 
+    # what an implementation says about itself (its name, the time gradient it does not
+    # provide, a probe of its backward reconstruction) stays readable through the wrapper
+    for name in ("diagnostics", "no_times_reason"):
+        if hasattr(fn, name) and not hasattr(wrapper, name):
+            setattr(wrapper, name, getattr(fn, name))
     return wrapper

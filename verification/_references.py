@@ -154,7 +154,8 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
     available. A name from :data:`REFERENCES` asks for one: ``"discrete"`` is the exact
     derivative of the fixed-step ``solver`` with ``steps`` per interval (complex step, or
     the discrete adjoint where ``f`` is not complex-analytic), for implementations that
-    backpropagate through that solver. ``known`` holds gradients already computed, by
+    backpropagate through that solver (the discrete adjoint also where complex step refuses).
+    ``known`` holds gradients already computed, by
     method name, so that none is computed twice.
 
     ``strategy``: ``"per-entry"`` takes the references above; ``"directional"`` (and
@@ -175,7 +176,11 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
         options = check_solver_options(solver, steps=steps, rtol=None, atol=None,
                                        max_steps=1_000_000)
         method = "complex_step" if not compiled.non_analytic else "discrete_adjoint"
-        g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
+        try:
+            g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
+        except MethodUnavailable:  # e.g. complex step's analyticity check on a huge state
+            method = "discrete_adjoint"
+            g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
         return ReferenceGradient(g, f"{method} on {options.describe()}", ROUNDING,
                                  REFERENCE_KINDS["discrete"])
     if reference == "forward_sensitivity":

@@ -13,6 +13,7 @@ __all__ = [
     "BLOCKS",
     "MEASURE_TEXT",
     "REFERENCE_KINDS",
+    "SKIP_KINDS",
     "ProblemSummary",
     "Report",
     "Row",
@@ -87,13 +88,20 @@ class Row:
         return out
 
 
+#: How a skipped entry reads: a method of ours that cannot serve the problem, or a block
+#: an outside implementation does not compute (not a failure of either).
+SKIP_KINDS = ("not applicable", "not provided")
+
+
 @dataclass(frozen=True)
 class Skipped:
-    """A method that could not serve a problem, and why."""
+    """A method that could not serve a problem, or a block an implementation does not
+    provide, and why."""
 
     problem: str
     method: str
     reason: str
+    kind: str = SKIP_KINDS[0]
 
 
 @dataclass(frozen=True)
@@ -191,12 +199,16 @@ class Report:
         lines.append(self._footnote())
         total = len(self.rows)
         failed = len(self.failures)
-        methods_skipped = sum(1 for s in self.skipped if s.method != "reference")
+        methods_skipped = sum(1 for s in self.skipped
+                              if s.method != "reference" and s.kind == SKIP_KINDS[0])
+        not_provided = sum(1 for s in self.skipped if s.kind == SKIP_KINDS[1])
         verdict = "PASS" if self.passed else "FAIL"
         lines.append(
             f"{verdict}: {total - failed} of {total} checks passed"
             + (f", {failed} failed" if failed else "")
             + (f"; {methods_skipped} method(s) not applicable" if methods_skipped else "")
+            + (f"; {not_provided} block(s) not provided by the implementation"
+               if not_provided else "")
         )
         return "\n".join(lines)
 
@@ -244,7 +256,7 @@ class Report:
             if skipped:
                 lines.append("")
                 for skip in skipped:
-                    lines.append(f"- not applicable: `{skip.method}`: {skip.reason}")
+                    lines.append(f"- {skip.kind}: `{skip.method}`: {skip.reason}")
             lines.append("")
         lines.append(self._footnote().replace("\n", " "))
         return "\n".join(lines)
@@ -302,5 +314,5 @@ class Report:
                 lines.append(f"      ! {', '.join(blocks)}: {diagnosis}")
         for skip in self.skipped:
             if skip.problem == name:
-                lines.append(f"   (not applicable: {skip.method}: {skip.reason})")
+                lines.append(f"   ({skip.kind}: {skip.method}: {skip.reason})")
         return lines

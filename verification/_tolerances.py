@@ -25,6 +25,7 @@ __all__ = [
     "compare_block",
     "entry_scales",
     "finite_difference_tolerance",
+    "rounding_tolerance",
     "solver_tolerance",
 ]
 
@@ -52,6 +53,12 @@ SOLVER_ERROR_GROWTH = 1e3
 #: holds every entry to the tolerance on its own scale (the default); ``normwise`` holds the
 #: block's 2-norm, for comparison with tools that measure that way.
 MEASURES = ("componentwise", "normwise")
+
+
+def rounding_tolerance(dtype) -> float:
+    """``ROUNDING`` for arithmetic in ``dtype``: the same number of decades above that
+    dtype's machine epsilon (float32: 1e-12 * 1.2e-7 / 2.2e-16 = 5.4e-4)."""
+    return ROUNDING * float(np.finfo(dtype).eps) / EPS
 
 
 def solver_tolerance(rtol: float, atol: float = 0.0) -> float:
