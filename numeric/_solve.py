@@ -21,6 +21,8 @@ from ._checks import (
     check_times,
 )
 from ._rk import AdaptiveState, Segment, StepBudget, adaptive_segment, fixed_segment
+from ._rosenbrock import StateSystem, rosenbrock_intervals
+from ._rosenbrock_tableau import is_rosenbrock
 
 __all__ = ["Trajectory", "integrate_intervals", "solve", "solve_trajectory"]
 
@@ -65,8 +67,13 @@ def integrate_intervals(
     """Integrate ``rhs`` from ``nodes[0]`` through every later node (in either direction).
 
     ``at_node(i, y)`` is called on arrival at ``nodes[i]`` (i >= 1) and returns the state to
-    continue from: the adjoint adds its jump there.
+    continue from: the adjoint adds its jump there. For the Rosenbrock solver ``rodas4``,
+    ``rhs`` must be a ``RosenbrockSystem`` (numeric/_rosenbrock.py): ``F`` with ``dF/dt``
+    and a factorisation of ``I - h gamma dF/dy``.
     """
+    if is_rosenbrock(options.tableau):  # stiff solver: numeric/_rosenbrock.py
+        return rosenbrock_intervals(rhs, y0, nodes, options, budget, at_node=at_node,
+                                    what=what)
     segments = []
     carry = AdaptiveState()
     y = y0
@@ -99,6 +106,9 @@ def solve_trajectory(
     def rhs(t, z):
         return compiled.rhs(z, theta, t)
 
+    if is_rosenbrock(options.tableau):  # the state equation with its symbolic Jacobian
+        rhs = StateSystem(compiled, theta)
+
     segments = integrate_intervals(rhs, z0, times, options, budget, need_end_derivative=True)
     zs = np.stack([z0] + [segment.ys[-1] for segment in segments])
     return Trajectory(zs=zs, segments=segments, budget=budget)
@@ -126,11 +136,13 @@ def solve(
         In the order of ``dynamics.params``.
     times : array_like, shape (N+1,)
         Strictly increasing; ``times[0]`` is the start.
-    solver : {"euler", "midpoint", "rk4", "dopri5"}
+    solver : {"euler", "midpoint", "rk4", "dopri5", "rodas4"}
+        ``rodas4`` is the stiff solver (a Rosenbrock method with the symbolic Jacobian).
     rtol, atol : float, optional
-        Tolerances of ``dopri5`` (defaults 1e-8 and 1e-10).
+        Tolerances of ``dopri5`` and ``rodas4`` (defaults 1e-8 and 1e-10).
     steps : int, optional
-        Equal steps per observation interval for the fixed-step solvers (default 100).
+        Equal steps per observation interval for the fixed-step solvers (default 100), and
+        for ``rodas4``'s fixed-step mode.
     max_steps : int
         Budget of attempted steps over the whole solve.
 
