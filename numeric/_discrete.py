@@ -19,6 +19,8 @@ from symbolic import CompiledForm
 
 from ._checks import observed
 from ._errors import IntegrationError, MethodUnavailable
+from ._rosenbrock_discrete import rosenbrock_replay
+from ._rosenbrock_tableau import is_rosenbrock
 from ._tableaus import ButcherTableau
 
 __all__ = [
@@ -112,6 +114,9 @@ def replay(
     .. math:: t_k = t_j + s_k \Delta_j, \quad h_k = (s_{k+1} - s_k) \Delta_j, \quad
               \Delta_j = t_{j+1} - t_j
     """
+    if is_rosenbrock(tableau):  # the stiff solver's map: numeric/_rosenbrock_discrete.py
+        return rosenbrock_replay(compiled, z0, theta, times, grid, tableau, keep=keep,
+                                 data=data)
     dtype = np.result_type(z0, theta, times)
     live, weights = _live_stages(tableau)
     z = z0.astype(dtype)

@@ -34,6 +34,8 @@ from ._discrete import (
 from ._errors import InputError, MethodUnavailable
 from ._exact import exact_gradient
 from ._high_precision import DEFAULT_DIGITS, high_precision_gradient
+from ._rosenbrock_discrete import rosenbrock_discrete_adjoint
+from ._rosenbrock_tableau import is_rosenbrock
 from ._solve import solve_trajectory
 
 __all__ = ["CONTINUOUS_METHODS", "DISCRETE_METHODS", "METHODS", "Gradient", "gradient"]
@@ -142,6 +144,9 @@ def _compute(compiled, z0, theta, times, method, options, digits, data) -> Gradi
             "complex_step": complex_step_gradient,
             "finite_difference": finite_difference_gradient,
         }[method]
+        if method == "discrete_adjoint" and is_rosenbrock(options.tableau):
+            runner = rosenbrock_discrete_adjoint  # the stiff solver's map
+
         result = runner(compiled, z0, theta, times, grid, options.tableau, data=data)
         loss, g_z0, g_theta, g_times = result[:4]
         if method == "finite_difference":

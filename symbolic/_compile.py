@@ -78,6 +78,15 @@ class CompiledForm(Protocol):
 
     def jac_params(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n, p)
 
+    # second derivatives, for the stiff solver rodas4 and its exact adjoints
+    def jac_state_jvp(self, z: NDArray, theta: NDArray, t: Any, dz: NDArray,
+                      dt: Any) -> NDArray: ...  # (B, n, n)
+
+    def jac_params_jvp(self, z: NDArray, theta: NDArray, t: Any, dz: NDArray,
+                       dt: Any) -> NDArray: ...  # (B, n, p)
+
+    def time_second_partial(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n)
+
     def loss(self, z: NDArray, y: NDArray | None = None) -> NDArray: ...  # (B,)
 
     def loss_grad(self, z: NDArray, y: NDArray | None = None) -> NDArray: ...  # (B, n)
@@ -163,6 +172,11 @@ def _result_dtype(*arrays: Any) -> np.dtype:
     return np.result_type(*[np.asarray(x).dtype for x in arrays], np.float64)
 
 
+def _without_dirac(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every ``DiracDelta`` (and its derivatives) set to zero."""
+    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.Integer(0))
+
+
 def _non_analytic_names(exprs: Sequence[sp.Expr]) -> tuple[str, ...]:
     found: set[str] = set()
     for expr in exprs:
@@ -218,8 +232,10 @@ class CompiledDynamics:
         self._loss_grad = _VectorFunction(list(adjoint.loss_gradient), loss_args)
         self._jac_z_expr = jac_z
         self._jac_theta_expr = jac_theta
+        self._time_derivative_expr = adjoint.time_derivative
         self._linear: LinearStructure | bool | None = False  # False: not yet looked at
         self._mpmath: MpmathFunctions | None = None
+        self._second: dict[str, _VectorFunction] | None = None  # built on first use
 
     # -- batch callables -------------------------------------------------------------
     def rhs(self, z: NDArray, theta: NDArray, t: Any) -> NDArray:
@@ -247,6 +263,67 @@ class CompiledDynamics:
         """:math:`\\partial f/\\partial \\theta`, shape ``(B, n, p)``."""
         flat = self._jac_params([z], [*theta, t], _result_dtype(z, theta, t))
         return flat.reshape(z.shape[0], self.n, self.p)
+
+    # -- second derivatives (built on first use: only the stiff solver needs them) ------
+    def jac_state_jvp(self, z: NDArray, theta: NDArray, t: Any, dz: NDArray,
+                      dt: Any) -> NDArray:
+        r"""The derivative of :math:`J = \partial f/\partial z` along ``(dz, dt)``,
+        :math:`\sum_m \partial J/\partial z_m\, dz_m + \partial J/\partial t\, dt`,
+        shape ``(B, n, n)``; ``dz`` is ``(B, n)``, ``dt`` a scalar.
+
+        Every second derivative of ``f`` the stiff solver needs is a contraction of this
+        one (the Hessians are symmetric): :math:`(\partial (J v)/\partial z)^T a =
+        J'(v, 0)^T a`, :math:`\partial f_t/\partial z = J'(0, 1)`."""
+        flat = self._second_derivatives()["jac_state_jvp"](
+            [z, dz], [*theta, t, dt], _result_dtype(z, theta, t, dz, dt))
+        return flat.reshape(z.shape[0], self.n, self.n)
+
+    def jac_params_jvp(self, z: NDArray, theta: NDArray, t: Any, dz: NDArray,
+                       dt: Any) -> NDArray:
+        r"""The derivative of :math:`\partial f/\partial\theta` along ``(dz, dt)``, shape
+        ``(B, n, p)``: :math:`(\partial (J v)/\partial\theta)^T a = J_\theta'(v, 0)^T a`,
+        :math:`\partial f_t/\partial\theta = J_\theta'(0, 1)`."""
+        flat = self._second_derivatives()["jac_params_jvp"](
+            [z, dz], [*theta, t, dt], _result_dtype(z, theta, t, dz, dt))
+        return flat.reshape(z.shape[0], self.n, self.p)
+
+    def time_second_partial(self, z: NDArray, theta: NDArray, t: Any) -> NDArray:
+        r""":math:`\partial^2 f/\partial t^2`, shape ``(B, n)`` (zeros when autonomous)."""
+        return self._second_derivatives()["time_second_partial"](
+            [z], [*theta, t], _result_dtype(z, theta, t))
+
+    def _second_derivatives(self) -> dict[str, _VectorFunction]:
+        if self._second is None:
+            self._second = {name: _VectorFunction(exprs, args)
+                            for name, (exprs, args) in self._second_derivative_exprs().items()}
+        return self._second
+
+    def _second_derivative_exprs(self) -> dict[str, tuple[list, list]]:
+        """The expressions of :meth:`jac_state_jvp`, :meth:`jac_params_jvp` and
+        :meth:`time_second_partial`. ``DiracDelta`` (the derivative of a kink's ``sign``)
+        is zero away from the kink, where the second derivative exists."""
+        z, theta, t, _ = self._symbols
+        dz = list(sp.symbols(f"_dz0:{self.n}", real=True, cls=sp.Dummy))
+        dt = sp.Dummy("_dt", real=True)
+        times = [t] if self.dynamics.time is not None else []
+
+        def directional(matrix: sp.Matrix) -> list:
+            flat = list(matrix)
+            if not flat:
+                return []
+            along = real_jacobian(flat, z) * sp.Matrix(dz)
+            if times:
+                along += real_jacobian(flat, times) * dt
+            return [_without_dirac(e) for e in along]
+
+        second_t = (real_jacobian(list(self._time_derivative_expr), times) if times
+                    else sp.zeros(self.n, 1))
+        jvp_args = [z, dz, theta, [t, dt]]
+        return {
+            "jac_state_jvp": (directional(self._jac_z_expr), jvp_args),
+            "jac_params_jvp": (directional(self._jac_theta_expr), jvp_args),
+            "time_second_partial": ([_without_dirac(e) for e in second_t], [z, theta, [t]]),
+        }
 
     def _targets(self, z: NDArray, y: NDArray | None) -> NDArray:
         if self.k == 0:
