@@ -105,6 +105,19 @@ class StateSystem:
         return DenseLinearization(self.compiled.jac_state(z, self.theta, t))
 
 
+def combine(weights: NDArray, stack: NDArray) -> NDArray:
+    """``sum_i weights[i] * stack[i]`` for a short stack of ``(B, m)`` arrays (what
+    ``np.tensordot(weights, stack, axes=1)`` computes, at a fraction of its overhead on the
+    small arrays of a step)."""
+    return (weights @ stack.reshape(len(weights), -1)).reshape(stack.shape[1:])
+
+
+def combine_rows(weights: NDArray, stack: NDArray) -> NDArray:
+    """``weights @ stack`` over the first axis for a ``(r, s)`` weight matrix: ``(r, B, m)``."""
+    return (weights @ stack.reshape(stack.shape[0], -1)).reshape(len(weights),
+                                                                   *stack.shape[1:])
+
+
 def rosenbrock_step(
     system: RosenbrockSystem,
     factors: Factorization,
@@ -151,14 +164,13 @@ def rosenbrock_step(
         if i == 0:
             rhs = f0.copy() if dfdt is None else f0 + (h * tableau.d[0]) * dfdt
         else:
-            stage_y = y + np.tensordot(tableau.a[i, :i], u[:i], axes=1)
+            stage_y = y + combine(tableau.a[i, :i], u[:i])
             stage_t = t_end if tableau.c[i] == 1.0 else t + tableau.c[i] * h
-            rhs = system(stage_t, stage_y) + np.tensordot(tableau.c_matrix[i, :i] / h, u[:i],
-                                                          axes=1)
+            rhs = system(stage_t, stage_y) + combine(tableau.c_matrix[i, :i] / h, u[:i])
             if dfdt is not None and tableau.d[i] != 0.0:
                 rhs = rhs + (h * tableau.d[i]) * dfdt
         u[i] = h_gamma * factors.solve(rhs)
-    return y + np.tensordot(tableau.m, u, axes=1), u
+    return y + combine(tableau.m, u), u
 
 
 @dataclass
@@ -201,9 +213,13 @@ class RosenbrockSegment:
         return idx, h, (t - ts[idx]) / h
 
     def _differences(self, idx: int) -> tuple[NDArray, NDArray]:
-        u = self.us[idx]
-        return (np.tensordot(self.tableau.dense[0], u, axes=1),
-                np.tensordot(self.tableau.dense[1], u, axes=1))
+        """:math:`D_2, D_3` of step ``idx`` (computed once per step)."""
+        cache = self.__dict__.setdefault("_dense_cache", {})
+        if idx not in cache:
+            u = self.us[idx]
+            both = combine_rows(self.tableau.dense, u)
+            cache[idx] = (both[0], both[1])
+        return cache[idx]
 
     def evaluate(self, t: float) -> NDArray:
         r"""The continuous extension at ``t``, shape ``(B, m)`` (order 3):
@@ -329,7 +345,7 @@ def adaptive_rosenbrock_segment(
             budget.nfev += tableau.stages - 1
             scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
             with np.errstate(invalid="ignore", over="ignore"):
-                err = _rms(np.tensordot(tableau.m_err, u, axes=1) / scale)
+                err = _rms(combine(tableau.m_err, u) / scale)
             if not (np.isfinite(err) and np.all(np.isfinite(y_new))):
                 budget.rejected += 1
                 h_abs, rejected, cause = abs(h) * MIN_FACTOR, True, f"non-finite {what}"

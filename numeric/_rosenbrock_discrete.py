@@ -22,6 +22,7 @@ from symbolic import CompiledForm
 from ._batched_lu import BatchedLU, SingularMatrix
 from ._checks import observed
 from ._errors import IntegrationError
+from ._rosenbrock import combine
 from ._rosenbrock_tableau import RosenbrockTableau
 
 __all__ = ["RosenbrockReplay", "rosenbrock_discrete_adjoint", "rosenbrock_replay"]
@@ -89,10 +90,10 @@ def _rosenbrock_map(compiled: CompiledForm, z: NDArray, theta: NDArray, t, h, t_
     stage_z = np.empty((s, *z.shape), dtype=dtype)
     stage_u = np.empty((s, *z.shape), dtype=dtype)
     for i in range(s):
-        stage_z[i] = z + np.tensordot(tableau.a[i, :i], stage_u[:i], axes=1) if i else z
+        stage_z[i] = z + combine(tableau.a[i, :i], stage_u[:i]) if i else z
         rhs = compiled.rhs(stage_z[i], theta, _stage_time(tableau, i, t, h, t_next))
         if i:
-            rhs = rhs + np.tensordot(tableau.c_matrix[i, :i] / h, stage_u[:i], axes=1)
+            rhs = rhs + combine(tableau.c_matrix[i, :i] / h, stage_u[:i])
         if f_t is not None and tableau.d[i] != 0.0:
             rhs = rhs + (h * tableau.d[i]) * f_t
         stage_u[i] = h_gamma * lu.solve(rhs)
@@ -128,7 +129,7 @@ def rosenbrock_replay(
             h = (fractions[k + 1] - fractions[k]) * delta
             t_next = times[j + 1] if k == len(fractions) - 2 else t_k + h
             step = _rosenbrock_map(compiled, z, theta, t_k, h, t_next, tableau)
-            z = z + np.tensordot(tableau.m, step.stage_u, axes=1)
+            z = z + combine(tableau.m, step.stage_u)
             if not np.all(np.isfinite(z)):
                 t_reached = float(np.real(t_next))
                 raise IntegrationError(

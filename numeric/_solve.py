@@ -20,9 +20,11 @@ from ._checks import (
     check_theta,
     check_times,
 )
+from ._errors import IntegrationError
 from ._rk import AdaptiveState, Segment, StepBudget, adaptive_segment, fixed_segment
 from ._rosenbrock import StateSystem, rosenbrock_intervals
 from ._rosenbrock_tableau import is_rosenbrock
+from ._stiffness import explain_stiff_failure
 
 __all__ = ["Trajectory", "integrate_intervals", "solve", "solve_trajectory"]
 
@@ -163,5 +165,11 @@ def solve(
     options = check_solver_options(
         solver, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps
     )
-    zs = solve_trajectory(compiled, z0_2d, theta, times, options).zs
+    try:
+        zs = solve_trajectory(compiled, z0_2d, theta, times, options).zs
+    except IntegrationError as exc:  # an explicit solver on stiff dynamics says so
+        explained = explain_stiff_failure(compiled, z0_2d, theta, times, options, exc)
+        if explained is exc:
+            raise
+        raise explained from exc
     return zs[:, 0, :] if single else zs

@@ -27,6 +27,7 @@ __all__ = [
     "CompiledForm",
     "LinearStructure",
     "MpmathFunctions",
+    "MpmathSecondDerivatives",
     "compile_problem",
 ]
 
@@ -95,6 +96,8 @@ class CompiledForm(Protocol):
     def linear(self) -> LinearStructure | None: ...
 
     def mpmath_functions(self) -> MpmathFunctions: ...
+
+    def mpmath_second_derivatives(self) -> MpmathSecondDerivatives: ...
 
 
 class _VectorFunction:
@@ -168,6 +171,19 @@ class MpmathFunctions:
     loss_grad: Callable[..., list]
 
 
+@dataclass(frozen=True)
+class MpmathSecondDerivatives:
+    """Scalar mpmath callables for the stiff high-precision reference, like
+    :class:`MpmathFunctions`: ``time_partial(z, theta, t)`` gives the n values of
+    :math:`\\partial f/\\partial t`; ``jac_state_jvp(z, dz, theta, t, dt)`` the n*n and
+    ``jac_params_jvp(z, dz, theta, t, dt)`` the n*p values (row-major) of
+    ``CompiledForm.jac_state_jvp`` / ``jac_params_jvp`` for one sample."""
+
+    time_partial: Callable[..., list]
+    jac_state_jvp: Callable[..., list]
+    jac_params_jvp: Callable[..., list]
+
+
 def _result_dtype(*arrays: Any) -> np.dtype:
     return np.result_type(*[np.asarray(x).dtype for x in arrays], np.float64)
 
@@ -236,6 +252,7 @@ class CompiledDynamics:
         self._linear: LinearStructure | bool | None = False  # False: not yet looked at
         self._mpmath: MpmathFunctions | None = None
         self._second: dict[str, _VectorFunction] | None = None  # built on first use
+        self._mpmath_second: MpmathSecondDerivatives | None = None
 
     # -- batch callables -------------------------------------------------------------
     def rhs(self, z: NDArray, theta: NDArray, t: Any) -> NDArray:
@@ -407,6 +424,25 @@ class CompiledDynamics:
                                       modules="mpmath", dummify=True),
             )
         return self._mpmath
+
+    def mpmath_second_derivatives(self) -> MpmathSecondDerivatives:
+        """The second derivatives of :meth:`jac_state_jvp` and friends in mpmath arithmetic
+        (built on first use)."""
+        if self._mpmath_second is None:
+            exprs = self._second_derivative_exprs()
+            z, theta, t, _ = self._symbols
+
+            def mp(name: str) -> Callable[..., list]:
+                values, groups = exprs[name]
+                return sp.lambdify(groups, values, modules="mpmath", dummify=True, cse=True)
+
+            self._mpmath_second = MpmathSecondDerivatives(
+                time_partial=sp.lambdify([z, theta, t], list(self._time_derivative_expr),
+                                         modules="mpmath", dummify=True),
+                jac_state_jvp=mp("jac_state_jvp"),
+                jac_params_jvp=mp("jac_params_jvp"),
+            )
+        return self._mpmath_second
 
     def __repr__(self) -> str:
         return f"CompiledDynamics(n={self.n}, p={self.p}, loss={self.loss_expr})"
