@@ -33,6 +33,7 @@ from symbolic import CompiledForm
 
 from ._batched_lu import BatchedLU
 from ._checks import SolverOptions, observed
+from ._errors import IntegrationError
 from ._rk import StepBudget
 from ._solve import Trajectory, integrate_intervals, solve_trajectory
 
@@ -323,8 +324,17 @@ def _adjoint(compiled: CompiledForm, z0, theta, times, options: SolverOptions, *
             y[:, :n] += g[N - i]
             return y
 
-    segments = integrate_intervals(system, y_start, times[::-1], options, budget,
-                                   at_node=at_node, what="adjoint")
+    try:
+        segments = integrate_intervals(system, y_start, times[::-1], options, budget,
+                                       at_node=at_node, what="adjoint")
+    except IntegrationError as exc:
+        if mode != "backsolve":
+            raise
+        raise IntegrationError(
+            f"backsolve: the backward reconstruction of z is unstable and failed at "
+            f"t={exc.t:.6g}: the forward flow contracts (stiff), so integrating z backwards "
+            "amplifies every error; use interpolated_adjoint or quadrature_adjoint. "
+            f"({exc})", t=exc.t, cause="unstable reconstruction") from exc
     y_end = segments[-1].ys[-1]
     a0 = y_end[:, a_slice]
     if mode == "quadrature":

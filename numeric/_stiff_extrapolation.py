@@ -212,14 +212,18 @@ class _Linearization:
         return solve
 
 
-def _error_norm(delta: list, y: list, y_new: list, blocks: Sequence[slice]) -> float:
-    r""":math:`\max_i |\Delta_i| / \max(|y_i|, |\hat y_i|, 2^{-10} \max_{block} |y|)`."""
+def _error_norm(delta: list, y: list, y_new: list, blocks: Sequence[slice],
+                largest: Sequence) -> float:
+    r""":math:`\max_i |\Delta_i| / \max(|y_i|, |\hat y_i|, 2^{-10} m_{block})`, with
+    :math:`m_{block}` the largest entry the block has had so far (``largest``): an absolute
+    floor on the scale of the solution, since sensitivities start at zero and may cross
+    it again (a block of one entry would otherwise ask for a relative error at zero)."""
     worst = 0.0
-    for block in blocks:
+    for block, big in zip(blocks, largest, strict=True):
         magnitude = [max(abs(a), abs(b)) for a, b in zip(y[block], y_new[block], strict=True)]
         if not magnitude:
             continue
-        floor = max(magnitude) * _FLOOR
+        floor = max(max(magnitude), big) * _FLOOR
         for d, m in zip(delta[block], magnitude, strict=True):
             if d:
                 scale = max(m, floor)
@@ -260,6 +264,7 @@ class LinearlyImplicitExtrapolation:
         self.H: float | None = None
         self.attempts = 0
         self._capped: dict[int, bool] = {}
+        self.largest = [0] * len(blocks)  # per block, the largest |entry| met so far
 
     def integrate(self, y: list, t_start, t_end) -> list:
         """Integrate the mpf list ``y`` from ``t_start`` to exactly ``t_end``."""
@@ -289,6 +294,8 @@ class LinearlyImplicitExtrapolation:
                 self.stats.rejected += 1
                 continue
             y, t = y_new, (t_end if landing else t + H)
+            self.largest = [max([big, *(abs(v) for v in y[block])])
+                            for big, block in zip(self.largest, self.blocks, strict=True)]
             self.stats.accepted += 1
             failure = ""
             start = self._restart(t, y)
@@ -365,7 +372,7 @@ class LinearlyImplicitExtrapolation:
             if j == 1:
                 continue
             delta = [a - b for a, b in zip(T[j - 1], T[j - 2], strict=True)]
-            err = _error_norm(delta, y, T[j - 1], self.blocks) / self.tol
+            err = _error_norm(delta, y, T[j - 1], self.blocks, self.largest) / self.tol
             H_opt[j] = H_float * self._step_factor(err, j)
             W[j] = work[j - 1] / H_opt[j]
             if j < k - 1:

@@ -15,6 +15,7 @@ from numeric import (
     check_solver_options,
     compute_gradient,
 )
+from numeric._stiffness import is_stiff
 
 from ._report import BLOCKS, REFERENCE_KINDS
 from ._tolerances import ROUNDING, solver_tolerance
@@ -37,6 +38,11 @@ REFERENCE_MARGIN = 10.0
 #: wherever the forward solve is) at the tightest tolerances float64 supports.
 TIGHT_RTOL, TIGHT_ATOL = 1e-13, 1e-15
 TIGHT_LABEL = "forward_sensitivity@1e-13"
+#: On stiff dynamics the float64 reference is forward sensitivity on rodas4 (dopri5 would
+#: take unbounded steps), at the rtol the verdict needs: ``accuracy / (REFERENCE_MARGIN *
+#: SOLVER_ERROR_GROWTH)``, no tighter than STIFF_TIGHT_RTOL (a fourth-order method's step
+#: count grows like rtol**(-1/4): 1e-12 is already tens of thousands of steps).
+STIFF_TIGHT_RTOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,17 @@ class ReferenceGradient:
         return self.term_error * terms[block] + ROUNDING * own
 
 
-def _tight_forward_sensitivity(compiled, z0, theta, times, data) -> ReferenceGradient:
+def _tight_forward_sensitivity(compiled, z0, theta, times, data,
+                               accuracy: float | None = None) -> ReferenceGradient:
+    if is_stiff(compiled, z0, theta, times):  # dopri5 would take unbounded steps
+        rtol = STIFF_TIGHT_RTOL if accuracy is None else max(
+            STIFF_TIGHT_RTOL, accuracy / (REFERENCE_MARGIN * solver_tolerance(1.0)))
+        options = check_solver_options("rodas4", steps=None, rtol=rtol, atol=rtol * 1e-3,
+                                       max_steps=1_000_000)
+        g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options,
+                             data=data)
+        return ReferenceGradient(g, f"forward_sensitivity@rodas4 {rtol:.0e}",
+                                 solver_tolerance(rtol))
     options = check_solver_options("dopri5", steps=None, rtol=TIGHT_RTOL, atol=TIGHT_ATOL,
                                    max_steps=100_000)
     g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options, data=data)
@@ -80,8 +96,11 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
     autonomous ``f``); else, when the comparison's tolerance ``accuracy`` is at least
     ``REFERENCE_MARGIN`` times what float64 forward sensitivity at rtol = 1e-13 certifies,
     that (seconds cheaper than mpmath); else ``high_precision`` (small smooth systems); else
-    forward sensitivity at rtol = 1e-13. ``accuracy=None`` asks for the most accurate
-    available. A name from :data:`REFERENCES` asks for one: ``"discrete"`` is the exact
+    forward sensitivity at rtol = 1e-13. On stiff dynamics (numeric/_stiffness.py) forward
+    sensitivity runs on rodas4, at the rtol ``accuracy`` needs, and is preferred to the
+    (linearly implicit, much slower) high precision whenever ``accuracy`` is given.
+    ``accuracy=None`` asks for the most accurate available. A name from
+    :data:`REFERENCES` asks for one: ``"discrete"`` is the exact
     derivative of the fixed-step ``solver`` with ``steps`` per interval (complex step, or
     the discrete adjoint where ``f`` is not complex-analytic), for implementations that
     backpropagate through that solver. ``known`` holds gradients already computed, by
@@ -99,14 +118,17 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
         return ReferenceGradient(g, f"{method} on {options.describe()}", ROUNDING,
                                  REFERENCE_KINDS["discrete"])
     if reference == "forward_sensitivity":
-        return _tight_forward_sensitivity(compiled, z0, theta, times, data)
+        return _tight_forward_sensitivity(compiled, z0, theta, times, data, accuracy)
     tight_suffices = accuracy is not None and accuracy >= REFERENCE_MARGIN * solver_tolerance(
         TIGHT_RTOL, TIGHT_ATOL)
+    if accuracy is not None and reference is None and compiled.linear is None and is_stiff(
+            compiled, z0, theta, times):
+        tight_suffices = accuracy >= REFERENCE_MARGIN * solver_tolerance(STIFF_TIGHT_RTOL)
     ladder = ["exact", "high_precision"] if reference is None else [reference]
     for method in ladder:
         if method == "high_precision" and reference is None and tight_suffices:
             try:
-                return _tight_forward_sensitivity(compiled, z0, theta, times, data)
+                return _tight_forward_sensitivity(compiled, z0, theta, times, data, accuracy)
             except IntegrationError:
                 pass  # e.g. too stiff for dopri5 at 1e-13: try high precision
         try:
@@ -134,7 +156,8 @@ def term_scale(compiled, z0: NDArray, theta: NDArray, times: NDArray, data: NDAr
     ``forward_sensitivity``'s ``info["term_scale"]``); zeros when it cannot be computed."""
     g = (known or {}).get("forward_sensitivity")
     if g is None or "term_scale" not in g.info:
-        options = check_solver_options("dopri5", steps=None, rtol=TERM_RTOL, atol=TERM_ATOL,
+        solver = "rodas4" if is_stiff(compiled, z0, theta, times) else "dopri5"
+        options = check_solver_options(solver, steps=None, rtol=TERM_RTOL, atol=TERM_ATOL,
                                        max_steps=100_000)
         try:
             g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options,
