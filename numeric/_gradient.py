@@ -180,7 +180,8 @@ def _compute(compiled, z0, theta, times, method, options, digits, data) -> Gradi
     else:
         loss, g_z0, g_theta, g_times, hp_info = high_precision_gradient(
             compiled, z0, theta, times, digits=digits, data=data,
-            stiff=is_stiff(compiled, z0, theta, times),  # linearly implicit when stiff
+            # linearly implicit when stiff (non-smooth dynamics are refused in any case)
+            stiff=not compiled.non_analytic and is_stiff(compiled, z0, theta, times),
         )
         info.update(hp_info)
     for block, values in (("z0", g_z0), ("theta", g_theta), ("times", g_times)):

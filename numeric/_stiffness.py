@@ -94,7 +94,9 @@ def estimate_stiffness(compiled, z0: NDArray, theta: NDArray,
             traj = solve_trajectory(compiled, z0, theta, times, options)
             radius = [_spectral_radius(compiled, segment.ys, theta, segment.ts)
                       for segment in traj.segments]
-    except (IntegrationError, np.linalg.LinAlgError):
+    except (IntegrationError, ArithmeticError, ValueError, TypeError, NameError):
+        # the probe is advisory: dynamics it cannot integrate (blow-up), or whose Jacobian
+        # does not compile (the DiracDelta of a switch), are not called stiff
         estimate = None
     else:
         steps = 0.0
