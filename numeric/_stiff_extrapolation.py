@@ -247,7 +247,7 @@ class LinearlyImplicitExtrapolation:
     :math:`T_{j,l+1} = T_{j,l} + (T_{j,l} - T_{j-1,l}) / (n_j/n_{j-l} - 1)`, gives
     :math:`T_{j,j}` of order ``j``; :math:`\|T_{j,j} - T_{j,j-1}\|` decides acceptance, the
     next step size and the number of columns. A substep whose increment grows
-    (:math:`\|\Delta_1\| > \|\Delta_0\|`) signals a step too large for the method's
+    (:math:`\|\Delta_1\| > 4 \|\Delta_0\|`) signals a step too large for the method's
     stability and is rejected (Hairer & Wanner II, IV.9, "stability check").
     """
 
