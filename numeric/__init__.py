@@ -1,6 +1,8 @@
-"""Numerical layer of adjoint-verify: Runge–Kutta solvers and every way of computing the
-gradient of a Neural-ODE loss."""
+"""Numerical layer of adjoint-verify: Runge–Kutta solvers (explicit, and the Rosenbrock
+method rodas4 for stiff dynamics) and every way of computing the gradient of a Neural-ODE
+loss."""
 
+from ._checks import SOLVERS as SOLVERS
 from ._checks import SolverOptions as SolverOptions
 from ._checks import check_solver_options as check_solver_options
 from ._errors import InputError as InputError
@@ -13,6 +15,8 @@ from ._gradient import REFERENCE_METHODS as REFERENCE_METHODS
 from ._gradient import Gradient as Gradient
 from ._gradient import compute_gradient as compute_gradient
 from ._gradient import gradient as gradient
+from ._rosenbrock_tableau import RODAS4 as RODAS4
+from ._rosenbrock_tableau import RosenbrockTableau as RosenbrockTableau
 from ._solve import solve as solve
 from ._tableaus import BOSH3 as BOSH3
 from ._tableaus import DOPRI5 as DOPRI5
@@ -43,6 +47,8 @@ __all__ = [
     "REFERENCE_METHODS",
     "RK4",
     "RK4_38",
+    "RODAS4",
+    "SOLVERS",
     "TABLEAUS",
     "TSIT5",
     "ButcherTableau",
@@ -50,6 +56,7 @@ __all__ = [
     "InputError",
     "IntegrationError",
     "MethodUnavailable",
+    "RosenbrockTableau",
     "SolverOptions",
     "check_solver_options",
     "compute_gradient",

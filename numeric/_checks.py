@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from symbolic import CompiledForm, Dynamics, DynamicsError, compile_problem
 
 from ._errors import InputError
+from ._rosenbrock_tableau import RODAS4, RODAS4_FIXED_STEP, RosenbrockTableau
 from ._tableaus import TABLEAUS, ButcherTableau
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_MAX_STEPS",
     "DEFAULT_RTOL",
     "DEFAULT_STEPS",
+    "SOLVERS",
     "CheckedProblem",
     "SolverOptions",
     "check_compiled",
@@ -36,6 +38,8 @@ DEFAULT_RTOL = 1e-8
 DEFAULT_ATOL = 1e-10
 DEFAULT_STEPS = 100
 DEFAULT_MAX_STEPS = 10_000
+#: Every solver by name: the explicit tableaus and the Rosenbrock method for stiff dynamics.
+SOLVERS = (*TABLEAUS, RODAS4.name)
 
 
 def _shape_text(value: Any) -> str:
@@ -128,7 +132,7 @@ def check_times(times: Any) -> NDArray:
 class SolverOptions:
     """A checked solver choice: the tableau with its step count or tolerances."""
 
-    tableau: ButcherTableau
+    tableau: ButcherTableau | RosenbrockTableau
     steps: int | None
     rtol: float | None
     atol: float | None
@@ -164,14 +168,24 @@ def check_solver_options(
     """Check the solver name and the options that belong to it.
 
     Fixed-step solvers take ``steps`` (equal steps per observation interval); ``dopri5``
-    takes ``rtol`` and ``atol``. Giving an option the solver does not use is an error, not
+    takes ``rtol`` and ``atol``; ``rodas4`` takes ``rtol`` and ``atol``, or ``steps`` for
+    its fixed-step mode (equal steps, no error control: the discrete map a convergence
+    study differentiates). Giving an option the solver does not use is an error, not
     silently ignored.
     """
-    if not isinstance(solver, str) or solver not in TABLEAUS:
+    if not isinstance(solver, str) or solver not in SOLVERS:
         raise InputError(
-            f"`solver` must be one of {', '.join(repr(k) for k in TABLEAUS)}, got {solver!r}."
+            f"`solver` must be one of {', '.join(repr(k) for k in SOLVERS)}, got {solver!r}."
         )
-    tableau = TABLEAUS[solver]
+    if solver == RODAS4.name:  # stiff solver: adaptive, or fixed-step when `steps` is given
+        if steps is not None and (rtol is not None or atol is not None):
+            raise InputError(
+                "`steps` (rodas4's fixed-step mode) and `rtol`/`atol` (its adaptive mode) "
+                "exclude each other; give one."
+            )
+        tableau = RODAS4 if steps is None else RODAS4_FIXED_STEP
+    else:
+        tableau = TABLEAUS[solver]
     max_steps = _positive_int(max_steps, "max_steps")
     if tableau.adaptive:
         if steps is not None:
@@ -195,8 +209,8 @@ def check_solver_options(
         return SolverOptions(tableau, None, rtol, atol, max_steps)
     if rtol is not None or atol is not None:
         raise InputError(
-            f"`rtol`/`atol` apply to the adaptive solver 'dopri5', not to {solver!r}, which "
-            "takes `steps` (equal steps per observation interval)."
+            f"`rtol`/`atol` apply to the adaptive solvers 'dopri5' and 'rodas4', not to "
+            f"{solver!r}, which takes `steps` (equal steps per observation interval)."
         )
     steps = _positive_int(DEFAULT_STEPS if steps is None else steps, "steps")
     return SolverOptions(tableau, steps, None, None, max_steps)

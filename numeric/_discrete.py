@@ -23,6 +23,8 @@ from ._budget import check_per_entry
 from ._checks import observed
 from ._errors import IntegrationError, MethodUnavailable
 from ._rk import combine
+from ._rosenbrock_discrete import rosenbrock_replay
+from ._rosenbrock_tableau import is_rosenbrock
 from ._tableaus import ButcherTableau
 
 __all__ = [
@@ -174,6 +176,9 @@ def replay(
     .. math:: Z_i = z_k + h \sum_{j<i} a_{ij} K_j, \quad K_i = f(Z_i, \theta, t_k + c_i h),
               \quad z_{k+1} = z_k + h \sum_i b_i K_i
     """
+    if is_rosenbrock(tableau):  # the stiff solver's map: numeric/_rosenbrock_discrete.py
+        return rosenbrock_replay(compiled, z0, theta, times, grid, tableau, keep=keep,
+                                 data=data)
     dtype = np.result_type(z0, theta, times)
     kernel = compiled.kernel(np.asarray(theta, dtype=dtype))
     stages = _Stages.of(tableau)

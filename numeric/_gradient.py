@@ -31,10 +31,19 @@ from ._discrete import (
     discrete_adjoint_gradient,
     finite_difference_gradient,
 )
-from ._errors import InputError, MethodUnavailable
+from ._errors import InputError, IntegrationError, MethodUnavailable
 from ._exact import exact_gradient
 from ._high_precision import DEFAULT_DIGITS, high_precision_gradient
+from ._rosenbrock_continuous import (
+    rosenbrock_backsolve_adjoint,
+    rosenbrock_forward_sensitivity,
+    rosenbrock_interpolated_adjoint,
+    rosenbrock_quadrature_adjoint,
+)
+from ._rosenbrock_discrete import rosenbrock_discrete_adjoint
+from ._rosenbrock_tableau import is_rosenbrock
 from ._solve import solve_trajectory
+from ._stiffness import explain_stiff_failure, is_stiff
 
 __all__ = ["CONTINUOUS_METHODS", "DISCRETE_METHODS", "METHODS", "Gradient", "gradient"]
 
@@ -50,6 +59,14 @@ DISCRETE_METHODS = ("discrete_adjoint", "complex_step", "finite_difference")
 #: Methods that need no solver: exact continuous gradients.
 REFERENCE_METHODS = ("exact", "high_precision")
 METHODS = CONTINUOUS_METHODS + DISCRETE_METHODS + REFERENCE_METHODS
+#: The continuous methods solved with the stiff solver rodas4 (each system with its own
+#: Jacobian blocks and second derivatives).
+ROSENBROCK_CONTINUOUS = {
+    "backsolve_adjoint": rosenbrock_backsolve_adjoint,
+    "interpolated_adjoint": rosenbrock_interpolated_adjoint,
+    "quadrature_adjoint": rosenbrock_quadrature_adjoint,
+    "forward_sensitivity": rosenbrock_forward_sensitivity,
+}
 
 
 @dataclass(frozen=True)
@@ -118,7 +135,13 @@ def compute_gradient(
     None); used by the audits."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # every block is checked for finiteness below, and every solve for its state
-        return _compute(compiled, z0, theta, times, method, options, digits, data)
+        try:
+            return _compute(compiled, z0, theta, times, method, options, digits, data)
+        except IntegrationError as exc:  # an explicit solver on stiff dynamics says so
+            explained = explain_stiff_failure(compiled, z0, theta, times, options, exc)
+            if explained is exc:
+                raise
+            raise explained from exc
 
 
 def _compute(compiled, z0, theta, times, method, options, digits, data) -> Gradient:
@@ -130,6 +153,8 @@ def _compute(compiled, z0, theta, times, method, options, digits, data) -> Gradi
             "quadrature_adjoint": quadrature_adjoint,
             "forward_sensitivity": forward_sensitivity,
         }[method]
+        if is_rosenbrock(options.tableau):  # stiff solver: numeric/_rosenbrock_continuous.py
+            runner = ROSENBROCK_CONTINUOUS[method]
         result = runner(compiled, z0, theta, times, options, data=data)
         loss, g_z0, g_theta, g_times = (
             result.loss, result.grad_z0, result.grad_theta, result.grad_times
@@ -142,6 +167,9 @@ def _compute(compiled, z0, theta, times, method, options, digits, data) -> Gradi
             "complex_step": complex_step_gradient,
             "finite_difference": finite_difference_gradient,
         }[method]
+        if method == "discrete_adjoint" and is_rosenbrock(options.tableau):
+            runner = rosenbrock_discrete_adjoint  # the stiff solver's map
+
         result = runner(compiled, z0, theta, times, grid, options.tableau, data=data)
         loss, g_z0, g_theta, g_times = result[:4]
         if method == "finite_difference":
@@ -151,7 +179,9 @@ def _compute(compiled, z0, theta, times, method, options, digits, data) -> Gradi
         loss, g_z0, g_theta, g_times = exact_gradient(compiled, z0, theta, times, data=data)
     else:
         loss, g_z0, g_theta, g_times, hp_info = high_precision_gradient(
-            compiled, z0, theta, times, digits=digits, data=data
+            compiled, z0, theta, times, digits=digits, data=data,
+            # linearly implicit when stiff (non-smooth dynamics are refused in any case)
+            stiff=not compiled.non_analytic and is_stiff(compiled, z0, theta, times),
         )
         info.update(hp_info)
     for block, values in (("z0", g_z0), ("theta", g_theta), ("times", g_times)):
@@ -213,10 +243,14 @@ def gradient(
         ``"dopri5"`` (adaptive) or a fixed-step solver: ``"euler"``, ``"midpoint"``,
         ``"rk4"`` (classical), ``"rk4_38"`` (Kutta's 3/8 rule), ``"heun"``, ``"heun3"``,
         ``"ralston"``, ``"bosh3"``, ``"tsit5"`` (see ``numeric.TABLEAUS``).
+        ``rodas4`` is the stiff solver (Rosenbrock, symbolic Jacobian); an explicit solver
+        that runs out of steps on stiff dynamics raises an error saying "stiff: use
+        rodas4".
     rtol, atol : float, optional
-        ``dopri5`` tolerances (defaults 1e-8, 1e-10).
+        ``dopri5`` and ``rodas4`` tolerances (defaults 1e-8, 1e-10).
     steps : int, optional
-        Steps per observation interval for fixed-step solvers (default 100).
+        Steps per observation interval for fixed-step solvers (default 100), and for
+        ``rodas4``'s fixed-step mode.
     max_steps : int
         Budget of attempted steps per solve.
     digits : int, optional

@@ -20,7 +20,11 @@ from ._checks import (
     check_theta,
     check_times,
 )
+from ._errors import IntegrationError
 from ._rk import AdaptiveState, Segment, StepBudget, adaptive_segment, fixed_segment
+from ._rosenbrock import StateSystem, rosenbrock_intervals
+from ._rosenbrock_tableau import is_rosenbrock
+from ._stiffness import explain_stiff_failure
 
 __all__ = ["Trajectory", "integrate_intervals", "solve", "solve_trajectory"]
 
@@ -73,7 +77,13 @@ def integrate_intervals(
     adaptive solver's first trial step (else it estimates one); the controller still checks
     it. ``carry`` passes a seminorm and receives its unchecked errors (see
     :func:`numeric._rk.adaptive_segment`).
+    For the Rosenbrock solver ``rodas4``, ``rhs`` must be a ``RosenbrockSystem``
+    (numeric/_rosenbrock.py): ``F`` with ``dF/dt`` and a factorisation of
+    ``I - h gamma dF/dy``.
     """
+    if is_rosenbrock(options.tableau):  # stiff solver: numeric/_rosenbrock.py
+        return rosenbrock_intervals(rhs, y0, nodes, options, budget, at_node=at_node,
+                                    what=what)
     segments = []
     carry = carry if carry is not None else AdaptiveState()
     if first_step is not None:
@@ -109,6 +119,9 @@ def solve_trajectory(
     def rhs(t, z):
         return kernel.rhs(z, t)
 
+    if is_rosenbrock(options.tableau):  # the state equation with its symbolic Jacobian
+        rhs = StateSystem(compiled, theta)
+
     segments = integrate_intervals(rhs, z0, times, options, budget, need_end_derivative=True)
     zs = np.stack([z0] + [segment.ys[-1] for segment in segments])
     return Trajectory(zs=zs, segments=segments, budget=budget)
@@ -140,10 +153,12 @@ def solve(
         ``"dopri5"`` (adaptive) or a fixed-step solver: ``"euler"``, ``"midpoint"``,
         ``"rk4"`` (classical), ``"rk4_38"`` (Kutta's 3/8 rule), ``"heun"``, ``"heun3"``,
         ``"ralston"``, ``"bosh3"``, ``"tsit5"`` (see ``numeric.TABLEAUS``).
+        ``rodas4`` is the stiff solver (a Rosenbrock method with the symbolic Jacobian).
     rtol, atol : float, optional
-        Tolerances of ``dopri5`` (defaults 1e-8 and 1e-10).
+        Tolerances of ``dopri5`` and ``rodas4`` (defaults 1e-8 and 1e-10).
     steps : int, optional
-        Equal steps per observation interval for the fixed-step solvers (default 100).
+        Equal steps per observation interval for the fixed-step solvers (default 100), and
+        for ``rodas4``'s fixed-step mode.
     max_steps : int
         Budget of attempted steps over the whole solve.
 
@@ -164,5 +179,11 @@ def solve(
     options = check_solver_options(
         solver, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps
     )
-    zs = solve_trajectory(compiled, z0_2d, theta, times, options).zs
+    try:
+        zs = solve_trajectory(compiled, z0_2d, theta, times, options).zs
+    except IntegrationError as exc:  # an explicit solver on stiff dynamics says so
+        explained = explain_stiff_failure(compiled, z0_2d, theta, times, options, exc)
+        if explained is exc:
+            raise
+        raise explained from exc
     return zs[:, 0, :] if single else zs

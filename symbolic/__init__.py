@@ -9,6 +9,7 @@ from ._compile import CompiledDynamics as CompiledDynamics
 from ._compile import CompiledForm as CompiledForm
 from ._compile import LinearStructure as LinearStructure
 from ._compile import MpmathFunctions as MpmathFunctions
+from ._compile import MpmathSecondDerivatives as MpmathSecondDerivatives
 from ._compile import compile_problem as compile_problem
 from ._dynamics import Dynamics as Dynamics
 from ._dynamics import DynamicsError as DynamicsError
@@ -23,6 +24,7 @@ __all__ = [
     "DynamicsError",
     "LinearStructure",
     "MpmathFunctions",
+    "MpmathSecondDerivatives",
     "backend_form",
     "compile_problem",
     "derive_adjoint",

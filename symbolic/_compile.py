@@ -28,6 +28,7 @@ __all__ = [
     "CompiledForm",
     "LinearStructure",
     "MpmathFunctions",
+    "MpmathSecondDerivatives",
     "compile_problem",
 ]
 
@@ -79,6 +80,15 @@ class CompiledForm(Protocol):
 
     def jac_params(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n, p)
 
+    # second derivatives, for the stiff solver rodas4 and its exact adjoints
+    def jac_state_jvp(self, z: NDArray, theta: NDArray, t: Any, dz: NDArray,
+                      dt: Any) -> NDArray: ...  # (B, n, n)
+
+    def jac_params_jvp(self, z: NDArray, theta: NDArray, t: Any, dz: NDArray,
+                       dt: Any) -> NDArray: ...  # (B, n, p)
+
+    def time_second_partial(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n)
+
     def loss(self, z: NDArray, y: NDArray | None = None) -> NDArray: ...  # (B,)
 
     def loss_grad(self, z: NDArray, y: NDArray | None = None) -> NDArray: ...  # (B, n)
@@ -87,6 +97,8 @@ class CompiledForm(Protocol):
     def linear(self) -> LinearStructure | None: ...
 
     def mpmath_functions(self) -> MpmathFunctions: ...
+
+    def mpmath_second_derivatives(self) -> MpmathSecondDerivatives: ...
 
 
 class _VectorFunction:
@@ -173,8 +185,26 @@ class MpmathFunctions:
     loss_grad: Callable[..., list]
 
 
+@dataclass(frozen=True)
+class MpmathSecondDerivatives:
+    """Scalar mpmath callables for the stiff high-precision reference, like
+    :class:`MpmathFunctions`: ``time_partial(z, theta, t)`` gives the n values of
+    :math:`\\partial f/\\partial t`; ``jac_state_jvp(z, dz, theta, t, dt)`` the n*n and
+    ``jac_params_jvp(z, dz, theta, t, dt)`` the n*p values (row-major) of
+    ``CompiledForm.jac_state_jvp`` / ``jac_params_jvp`` for one sample."""
+
+    time_partial: Callable[..., list]
+    jac_state_jvp: Callable[..., list]
+    jac_params_jvp: Callable[..., list]
+
+
 def _result_dtype(*arrays: Any) -> np.dtype:
     return np.result_type(*[np.asarray(x).dtype for x in arrays], np.float64)
+
+
+def _without_dirac(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every ``DiracDelta`` (and its derivatives) set to zero."""
+    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.Integer(0))
 
 
 def _non_analytic_names(exprs: Sequence[sp.Expr]) -> tuple[str, ...]:
@@ -232,8 +262,11 @@ class CompiledDynamics:
         self._loss_grad = _VectorFunction(list(adjoint.loss_gradient), loss_args)
         self._jac_z_expr = jac_z
         self._jac_theta_expr = jac_theta
+        self._time_derivative_expr = adjoint.time_derivative
         self._linear: LinearStructure | bool | None = False  # False: not yet looked at
         self._mpmath: MpmathFunctions | None = None
+        self._second: dict[str, _VectorFunction] | None = None  # built on first use
+        self._mpmath_second: MpmathSecondDerivatives | None = None
 
     # -- batch callables -------------------------------------------------------------
     def rhs(self, z: NDArray, theta: NDArray, t: Any) -> NDArray:
@@ -261,6 +294,67 @@ class CompiledDynamics:
         """:math:`\\partial f/\\partial \\theta`, shape ``(B, n, p)``."""
         flat = self._jac_params([z], [*theta, t], _result_dtype(z, theta, t))
         return flat.reshape(z.shape[0], self.n, self.p)
+
+    # -- second derivatives (built on first use: only the stiff solver needs them) ------
+    def jac_state_jvp(self, z: NDArray, theta: NDArray, t: Any, dz: NDArray,
+                      dt: Any) -> NDArray:
+        r"""The derivative of :math:`J = \partial f/\partial z` along ``(dz, dt)``,
+        :math:`\sum_m \partial J/\partial z_m\, dz_m + \partial J/\partial t\, dt`,
+        shape ``(B, n, n)``; ``dz`` is ``(B, n)``, ``dt`` a scalar.
+
+        Every second derivative of ``f`` the stiff solver needs is a contraction of this
+        one (the Hessians are symmetric): :math:`(\partial (J v)/\partial z)^T a =
+        J'(v, 0)^T a`, :math:`\partial f_t/\partial z = J'(0, 1)`."""
+        flat = self._second_derivatives()["jac_state_jvp"](
+            [z, dz], [*theta, t, dt], _result_dtype(z, theta, t, dz, dt))
+        return flat.reshape(z.shape[0], self.n, self.n)
+
+    def jac_params_jvp(self, z: NDArray, theta: NDArray, t: Any, dz: NDArray,
+                       dt: Any) -> NDArray:
+        r"""The derivative of :math:`\partial f/\partial\theta` along ``(dz, dt)``, shape
+        ``(B, n, p)``: :math:`(\partial (J v)/\partial\theta)^T a = J_\theta'(v, 0)^T a`,
+        :math:`\partial f_t/\partial\theta = J_\theta'(0, 1)`."""
+        flat = self._second_derivatives()["jac_params_jvp"](
+            [z, dz], [*theta, t, dt], _result_dtype(z, theta, t, dz, dt))
+        return flat.reshape(z.shape[0], self.n, self.p)
+
+    def time_second_partial(self, z: NDArray, theta: NDArray, t: Any) -> NDArray:
+        r""":math:`\partial^2 f/\partial t^2`, shape ``(B, n)`` (zeros when autonomous)."""
+        return self._second_derivatives()["time_second_partial"](
+            [z], [*theta, t], _result_dtype(z, theta, t))
+
+    def _second_derivatives(self) -> dict[str, _VectorFunction]:
+        if self._second is None:
+            self._second = {name: _VectorFunction(exprs, args)
+                            for name, (exprs, args) in self._second_derivative_exprs().items()}
+        return self._second
+
+    def _second_derivative_exprs(self) -> dict[str, tuple[list, list]]:
+        """The expressions of :meth:`jac_state_jvp`, :meth:`jac_params_jvp` and
+        :meth:`time_second_partial`. ``DiracDelta`` (the derivative of a kink's ``sign``)
+        is zero away from the kink, where the second derivative exists."""
+        z, theta, t, _ = self._symbols
+        dz = list(sp.symbols(f"_dz0:{self.n}", real=True, cls=sp.Dummy))
+        dt = sp.Dummy("_dt", real=True)
+        times = [t] if self.dynamics.time is not None else []
+
+        def directional(matrix: sp.Matrix) -> list:
+            flat = list(matrix)
+            if not flat:
+                return []
+            along = real_jacobian(flat, z) * sp.Matrix(dz)
+            if times:
+                along += real_jacobian(flat, times) * dt
+            return [_without_dirac(e) for e in along]
+
+        second_t = (real_jacobian(list(self._time_derivative_expr), times) if times
+                    else sp.zeros(self.n, 1))
+        jvp_args = [z, dz, theta, [t, dt]]
+        return {
+            "jac_state_jvp": (directional(self._jac_z_expr), jvp_args),
+            "jac_params_jvp": (directional(self._jac_theta_expr), jvp_args),
+            "time_second_partial": ([_without_dirac(e) for e in second_t], [z, theta, [t]]),
+        }
 
     def _targets(self, z: NDArray, y: NDArray | None) -> NDArray:
         if self.k == 0:
@@ -352,6 +446,25 @@ class CompiledDynamics:
         if structure is not None:
             return LinearKernel(structure, theta)
         return ElementwiseKernel(self, theta)
+
+    def mpmath_second_derivatives(self) -> MpmathSecondDerivatives:
+        """The second derivatives of :meth:`jac_state_jvp` and friends in mpmath arithmetic
+        (built on first use)."""
+        if self._mpmath_second is None:
+            exprs = self._second_derivative_exprs()
+            z, theta, t, _ = self._symbols
+
+            def mp(name: str) -> Callable[..., list]:
+                values, groups = exprs[name]
+                return sp.lambdify(groups, values, modules="mpmath", dummify=True, cse=True)
+
+            self._mpmath_second = MpmathSecondDerivatives(
+                time_partial=sp.lambdify([z, theta, t], list(self._time_derivative_expr),
+                                         modules="mpmath", dummify=True),
+                jac_state_jvp=mp("jac_state_jvp"),
+                jac_params_jvp=mp("jac_params_jvp"),
+            )
+        return self._mpmath_second
 
     def __repr__(self) -> str:
         return f"CompiledDynamics(n={self.n}, p={self.p}, loss={self.loss_expr})"

@@ -23,7 +23,7 @@ from ._compile import (
     _result_dtype,
     _VectorFunction,
 )
-from ._dynamics import Dynamics, check_loss, check_targets
+from ._dynamics import Dynamics, DynamicsError, check_loss, check_targets
 from ._kernel import MatrixKernel
 from ._matrix_kernels import MatrixKernels
 
@@ -142,6 +142,49 @@ class CompiledMatrixDynamics:
             out[:, i, :] = kernel.vjp_params_per_sample(z, t, a)
         return out
 
+    #: Imaginary step of the second derivatives: no subtraction, exact to rounding for the
+    #: complex-analytic functions networks are made of.
+    _SECOND_STEP = 1e-30
+
+    def _along(self, fn, z, theta, t, dz, dt) -> NDArray:
+        """``d/de fn(z + e dz, theta, t + e dt)`` at ``e = 0``, by the complex step."""
+        if self.non_analytic:
+            raise DynamicsError(
+                f"second derivatives of matrix-form dynamics (for solver='rodas4') are taken "
+                f"by the complex step, and {', '.join(self.non_analytic)} is not "
+                "complex-analytic; use an explicit solver, or a smooth activation.")
+        h = self._SECOND_STEP
+        zc = np.asarray(z, dtype=complex) + 1j * h * np.asarray(dz)
+        tc = t + 1j * h * (dt if dt is not None else 0.0)
+        return fn(zc, np.asarray(theta, dtype=complex), tc).imag / h
+
+    def jac_state_jvp(self, z: NDArray, theta: NDArray, t: Any, dz: NDArray,
+                      dt: Any) -> NDArray:
+        """The derivative of ``jac_state`` along ``(dz, dt)``, ``(B, n, n)``."""
+        return self._along(self.jac_state, z, theta, t, dz, dt)
+
+    def jac_params_jvp(self, z: NDArray, theta: NDArray, t: Any, dz: NDArray,
+                       dt: Any) -> NDArray:
+        """The derivative of ``jac_params`` along ``(dz, dt)``, ``(B, n, p)``."""
+        return self._along(self.jac_params, z, theta, t, dz, dt)
+
+    def time_second_partial(self, z: NDArray, theta: NDArray, t: Any) -> NDArray:
+        """:math:`\\partial^2 f/\\partial t^2`, ``(B, n)``."""
+        if self.autonomous:
+            return np.zeros(np.shape(z))
+        return self._along(self.time_partial, z, theta, t, np.zeros(np.shape(z)), 1.0)
+
+    def mpmath_second_derivatives(self):
+        """Through the elementwise form (small sizes only)."""
+        return self._explicit().mpmath_second_derivatives()
+
+    def _explicit(self):
+        from ._compile import compile_problem
+
+        dyn = self.dynamics
+        return compile_problem(dyn.as_elementwise(), dyn.explicit(self.loss_expr),
+                               tuple(dyn.explicit(s) for s in self._targets))
+
     def _targets_array(self, z: NDArray, y: NDArray | None) -> NDArray:
         if self.k == 0:
             return np.zeros((z.shape[0], 0))
@@ -211,12 +254,7 @@ class CompiledMatrixDynamics:
         """Through the elementwise form of the same dynamics (small sizes only: the
         high-precision reference refuses large problems before asking)."""
         if self._mpmath is None:
-            from ._compile import compile_problem
-
-            dyn = self.dynamics
-            explicit = compile_problem(dyn.as_elementwise(), dyn.explicit(self.loss_expr),
-                                       tuple(dyn.explicit(s) for s in self._targets))
-            self._mpmath = explicit.mpmath_functions()
+            self._mpmath = self._explicit().mpmath_functions()
         return self._mpmath
 
     def __repr__(self) -> str:

@@ -43,11 +43,13 @@ def test_matrix_form_equals_elementwise_form_for_every_method(method, time):
         assert relative_error(getattr(got, block), getattr(expected, block)) <= tolerance, block
 
 
-@pytest.mark.parametrize("solver", ["euler", "midpoint", "rk4", "dopri5"])
+@pytest.mark.parametrize("solver", ["euler", "midpoint", "rk4", "dopri5", "rodas4"])
 @pytest.mark.parametrize("time", [False, True], ids=["autonomous", "time-dependent"])
 def test_matrix_discrete_adjoint_equals_complex_step(solver, time):
+    """On every solver, the stiff one included (whose reverse pass takes the second
+    derivatives of matrix-form f by the complex step)."""
     dyn, loss, z0, theta, times = problem(time)
-    options = {"rtol": 1e-6, "atol": 1e-8} if solver == "dopri5" else {"steps": 5}
+    options = {"rtol": 1e-6, "atol": 1e-8} if solver in ("dopri5", "rodas4") else {"steps": 5}
     da = gradient(dyn, z0, theta, times, loss=loss, method="discrete_adjoint", solver=solver,
                   **options)
     cs = gradient(dyn, z0, theta, times, loss=loss, method="complex_step", solver=solver,

@@ -86,7 +86,14 @@ def test_missing_file_is_an_error(tmp_path):
         load_reference(tmp_path / "nope.json")
 
 
-@pytest.mark.parametrize("name", list(BUILTIN_PROBLEMS))
+#: Stiff nonlinear problems have no stored 30-digit reference: the high-precision method
+#: stable on them (linearly implicit extrapolation) takes hours over Robertson's twelve
+#: decades; their audits use rodas4 forward sensitivity at the accuracy the verdict needs.
+WITHOUT_STORED_REFERENCE = ("robertson", "stiff_van_der_pol")
+
+
+@pytest.mark.parametrize(
+    "name", [name for name in BUILTIN_PROBLEMS if name not in WITHOUT_STORED_REFERENCE])
 def test_stored_references_regenerate(name):
     stored_path = ROOT / "references" / f"{name}.json"
     stored = load_reference(stored_path).document  # verifies the checksum

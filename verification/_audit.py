@@ -28,6 +28,7 @@ from numeric import (
 from numeric._checks import SolverOptions, check_problem
 from numeric._directional import complex_step_directional, finite_difference_directional
 from numeric._gradient import check_method, frozen_grid
+from numeric._stiffness import is_stiff
 
 from ._diagnose import diagnose
 from ._frozen_grid import frozen_grid_error
@@ -81,6 +82,12 @@ FD_SAFETY = 10.0
 #: continuous extension of their own get (numeric/_rk.py, Segment.evaluate).
 _DENSE_OUTPUT_METHODS = ("interpolated_adjoint", "quadrature_adjoint")
 HERMITE_ORDER = 4
+#: Why an audit of stiff dynamics leaves out the high-precision row unless asked for it.
+STIFF_HIGH_PRECISION = (
+    "stiff dynamics: the stable (linearly implicit) high-precision extrapolation takes "
+    "minutes here, and the verdicts need no more than the reference used; ask for it with "
+    "methods=[..., 'high_precision']"
+)
 #: The methods whose results are references rather than rows of their own.
 _REFERENCE_METHODS = ("exact", "high_precision")
 #: Methods that differentiate the solver's discrete map on the frozen grid.
@@ -167,12 +174,21 @@ def audit(
     strategy = check_strategy(strategy)
     directional = strategy == "directional" or (
         strategy == "auto" and not per_entry_affordable(problem.compiled, problem.z0))
-    computed = _compute(problem, wanted, directional)
     report = Report()
+    stiff = is_stiff(problem.compiled, problem.z0, problem.theta, problem.times)
+    if stiff and methods is None:
+        wanted.discard("high_precision")
+        report.skipped.append(Skipped(name, "high_precision", STIFF_HIGH_PRECISION))
+    computed = _compute(problem, wanted, directional)
     reference = None
     try:
+        # on stiff dynamics the reference need only be as accurate as the verdict: mpmath
+        # extrapolation that is stable there (linearly implicit) is far slower than rodas4
+        accuracy = (solver_tolerance(options.rtol, options.atol)
+                    if options.tableau.adaptive and stiff else None)
         reference = best_reference(problem.compiled, problem.z0, problem.theta, problem.times,
                                    data=problem.data, known=computed.results,
+                                   accuracy=accuracy,
                                    strategy="directional" if directional else "per-entry")
     except IntegrationError as exc:
         report.skipped.append(Skipped(name, "reference", f"no reference could be built: {exc}"))
@@ -236,7 +252,8 @@ class _Computed:
 
 
 def _solver_options(solver, rtol, atol, steps) -> SolverOptions:
-    if solver not in FIXED_STEP_SOLVERS:  # adaptive (or unknown: check_solver_options says)
+    if steps is None and solver not in FIXED_STEP_SOLVERS:  # adaptive (rodas4 also takes
+        # steps=, its fixed-step mode; an unknown name: check_solver_options says)
         rtol = AUDIT_RTOL if rtol is None else rtol
         atol = AUDIT_ATOL if atol is None else atol
     return check_solver_options(solver, steps=steps, rtol=rtol, atol=atol, max_steps=10_000)
@@ -270,6 +287,11 @@ def _compute(problem: _Inputs, wanted: set[str], directional: bool = False) -> _
             computed.unavailable[method] = PER_ENTRY_REPLACED
             continue
         options = None if method in _REFERENCE_METHODS else problem.options
+        stiff_failure = next((f for f in computed.failures.values() if f.cause == "stiff"),
+                             None)
+        if options is not None and stiff_failure is not None:
+            computed.failures[method] = stiff_failure  # the same explicit solver fails alike
+            continue
         try:
             computed.results[method] = compute_gradient(
                 problem.compiled, problem.z0, problem.theta, problem.times, method, options,
@@ -650,7 +672,10 @@ def audit_problem(
     measure: str = "componentwise",
     strategy: str = "auto",
 ) -> Report:
-    """:func:`audit` of a :class:`Problem`, named after it."""
+    """:func:`audit` of a :class:`Problem`, named after it; an adaptive solver takes the
+    problem's own ``tolerances`` where it has them and none are given."""
+    if problem.tolerances is not None and steps is None and rtol is None and atol is None:
+        rtol, atol = problem.tolerances
     report = audit(
         problem.dynamics, problem.z0, problem.theta, problem.times, loss=problem.loss,
         solver=solver, rtol=rtol, atol=atol, steps=steps, methods=methods, name=problem.name,

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from numeric import METHODS, TABLEAUS, InputError
+from numeric import METHODS, InputError
+from numeric._checks import SOLVERS
 from symbolic import DynamicsError
 
 from ._audit import audit_problem
@@ -78,10 +79,12 @@ def _build_parser() -> _Parser:
     one = sub.add_parser("audit", help="audit one built-in problem")
     one.add_argument("--problem", required=True, help="a name from `adjoint-verify list`")
     _add_output(one)
-    one.add_argument("--solver", default="dopri5", choices=list(TABLEAUS),
-                     help="solver under audit (default dopri5)")
-    one.add_argument("--rtol", type=_positive_float, help="dopri5 rtol (default 1e-10)")
-    one.add_argument("--atol", type=_positive_float, help="dopri5 atol (default 1e-12)")
+    one.add_argument("--solver", default="dopri5", choices=list(SOLVERS),
+                     help="solver under audit (default dopri5; rodas4 for stiff problems)")
+    one.add_argument("--rtol", type=_positive_float,
+                     help="dopri5/rodas4 rtol (default 1e-10, or the problem's own)")
+    one.add_argument("--atol", type=_positive_float,
+                     help="dopri5/rodas4 atol (default 1e-12, or the problem's own)")
     one.add_argument("--steps", type=int, help="steps per interval for fixed-step solvers")
     ref = sub.add_parser("reference", help="write a built-in problem's reference gradient "
                          "to a JSON file")
@@ -111,7 +114,8 @@ def _build_parser() -> _Parser:
                           "problem, optionally plotted")
     conv.add_argument("--problem", required=True, help="a name from `adjoint-verify list`")
     conv.add_argument("--method", default="discrete_adjoint", choices=list(METHODS))
-    conv.add_argument("--solver", default="rk4", choices=list(TABLEAUS))
+    conv.add_argument("--solver", default="rk4", choices=list(SOLVERS),
+                      help="a fixed-step solver, or rodas4 in its fixed-step mode")
     conv.add_argument("--plot", metavar="PNG", help="write an error-vs-step log-log plot "
                       "(needs the plot extra: pip install 'adjoint-verify[plot]')")
     conv.add_argument("--json", action="store_true", help="print the study as JSON")

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from symbolic import Dynamics
 
-__all__ = ["BUILTIN_PROBLEMS", "DEMO_PROBLEMS", "Problem", "builtin_problem"]
+__all__ = ["BUILTIN_PROBLEMS", "DEMO_PROBLEMS", "STIFF_PROBLEMS", "Problem", "builtin_problem"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,6 +30,9 @@ class Problem:
         Data symbols of the loss.
     data : ndarray, shape (N, B, k), optional
         Their values at ``times[1:]``.
+    tolerances : (rtol, atol), optional
+        What an audit of the problem uses with an adaptive solver unless told otherwise
+        (a stiff problem over many decades of time is audited at a looser rtol).
     """
 
     dynamics: Dynamics
@@ -42,6 +45,7 @@ class Problem:
     notes: tuple[str, ...] = field(default=())
     targets: tuple = ()
     data: NDArray | None = None
+    tolerances: tuple[float, float] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -157,6 +161,81 @@ def _contracting() -> Problem:
     )
 
 
+# -- stiff problems: solve them with solver="rodas4" ---------------------------------------
+
+
+def _robertson() -> Problem:
+    y1, y2, y3 = sp.symbols("y1 y2 y3")
+    k1, k2, k3 = sp.symbols("k1 k2 k3")
+    return Problem(
+        dynamics=Dynamics(
+            rhs=[-k1 * y1 + k3 * y2 * y3,
+                 k1 * y1 - k3 * y2 * y3 - k2 * y2**2,
+                 k2 * y2**2],
+            state=(y1, y2, y3),
+            params=(k1, k2, k3),
+        ),
+        # y2 stays below 4e-5: weighted so that every species counts in the loss
+        loss=sp.Rational(1, 2) * (y1**2 + (10**4 * y2) ** 2),
+        z0=np.array([[1.0, 0.0, 0.0]]),
+        theta=np.array([0.04, 3e7, 1e4]),
+        times=np.concatenate([[0.0], 10.0 ** np.arange(-5, 6)]),
+        name="robertson",
+        description="Robertson's chemical kinetics, observed from t = 1e-5 to 1e5: stiff, "
+        "use solver='rodas4'",
+        notes=("stiff: explicit solvers run out of steps",
+               "expected to fail: backsolve_adjoint"),
+        tolerances=(1e-6, 1e-12),
+    )
+
+
+def _stiff_van_der_pol() -> Problem:
+    x, v = sp.symbols("x v")
+    mu = sp.Symbol("mu")
+    return Problem(
+        dynamics=Dynamics(rhs=[v, mu * (1 - x**2) * v - x], state=(x, v), params=(mu,)),
+        loss=sp.Rational(1, 2) * (x**2 + v**2),
+        z0=np.array([[2.0, 0.0], [1.9, 0.0]]),
+        theta=np.array([1000.0]),
+        # on the slow branch: the first relaxation jump comes near t = 800
+        times=np.array([0.0, 50.0, 100.0, 200.0, 300.0]),
+        name="stiff_van_der_pol",
+        description="van der Pol with mu = 1000 on its slow branch: stiff, use "
+        "solver='rodas4'",
+        notes=("stiff: explicit solvers run out of steps",
+               "expected to fail: backsolve_adjoint"),
+        # at rtol 1e-9 the backward reconstruction's error (the fast mode, lost by the
+        # L-stable backward steps) shows above the tolerance of 1e-6; at 1e-8 it is within
+        # the tolerance of 1e-5, and backsolve passes
+        tolerances=(1e-9, 1e-11),
+    )
+
+
+def _stiff_linear() -> Problem:
+    z = sp.symbols("z0:2")
+    w = sp.symbols("w0:4")
+    W = sp.Matrix(2, 2, w)
+    angle = 0.6
+    R = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    A = R @ np.diag([-1.0, -1e4]) @ R.T
+    return Problem(
+        dynamics=Dynamics(rhs=W * sp.Matrix(z), state=z, params=W),
+        loss=sp.Rational(1, 2) * (z[0] ** 2 + z[1] ** 2),
+        z0=np.array([[1.0, 0.5], [0.2, -0.3]]),
+        theta=A.reshape(-1),
+        times=np.array([0.0, 1.0, 2.0, 5.0, 10.0]),
+        name="stiff_linear",
+        description="f = W z with eigenvalues -1 and -1e4 (exact reference: matrix "
+        "exponential): stiff, use solver='rodas4'",
+        notes=("stiff: explicit solvers run out of steps",
+               "expected to fail: backsolve_adjoint"),
+        # at rtol 1e-9 the backward reconstruction's error (the fast mode, lost by the
+        # L-stable backward steps) shows above the tolerance of 1e-6; at 1e-8 it is within
+        # the tolerance of 1e-5, and backsolve passes
+        tolerances=(1e-9, 1e-11),
+    )
+
+
 #: name -> factory of the built-in problems.
 BUILTIN_PROBLEMS: dict[str, Callable[[], Problem]] = {
     "linear": _seed_linear,
@@ -165,7 +244,12 @@ BUILTIN_PROBLEMS: dict[str, Callable[[], Problem]] = {
     "van_der_pol": _van_der_pol,
     "forced_oscillator": _forced_oscillator,
     "contracting": _contracting,
+    "robertson": _robertson,
+    "stiff_van_der_pol": _stiff_van_der_pol,
+    "stiff_linear": _stiff_linear,
 }
+#: The stiff built-in problems: audit them with solver="rodas4".
+STIFF_PROBLEMS = ("robertson", "stiff_van_der_pol", "stiff_linear")
 
 #: The problems ``adjoint-verify demo`` audits: every method is expected to pass on them.
 DEMO_PROBLEMS = ("linear", "tanh", "lotka_volterra", "van_der_pol", "forced_oscillator")

@@ -22,6 +22,7 @@ import sympy as sp
 
 from numeric import Gradient, InputError, IntegrationError, MethodUnavailable
 from numeric._checks import check_compiled, check_problem
+from numeric._stiffness import is_stiff
 from symbolic import Dynamics
 
 from ._audit_gradient import (
@@ -93,7 +94,10 @@ def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
     compiled, z0, theta, times, data = (
         checked.compiled, checked.z0, checked.theta, checked.times, checked.data
     )
+    stiff_linear = compiled.linear is not None and is_stiff(compiled, z0, theta, times)
     try:  # the most digits: high precision where it applies, even for linear dynamics
+        if stiff_linear:  # ... but not where it is the slow, linearly implicit kind
+            raise MethodUnavailable("high_precision", "stiff linear dynamics: use exact")
         reference = best_reference(compiled, z0, theta, times, digits=digits,
                                    reference="high_precision", data=data)
     except (MethodUnavailable, IntegrationError):

@@ -18,6 +18,7 @@ from numeric import (
     compute_gradient,
 )
 from numeric._magnitudes import adjoint_term_scales
+from numeric._stiffness import is_stiff
 
 from ._report import BLOCKS, REFERENCE_KINDS, entry_label
 from ._scale import CERTIFIED_LABEL, certified_adjoint, per_entry_affordable
@@ -41,6 +42,11 @@ REFERENCE_MARGIN = 10.0
 #: wherever the forward solve is) at the tightest tolerances float64 supports.
 TIGHT_RTOL, TIGHT_ATOL = 1e-13, 1e-15
 TIGHT_LABEL = "forward_sensitivity@1e-13"
+#: On stiff dynamics the float64 reference is forward sensitivity on rodas4 (dopri5 would
+#: take unbounded steps), at the rtol the verdict needs: ``accuracy / (REFERENCE_MARGIN *
+#: SOLVER_ERROR_GROWTH)``, no tighter than STIFF_TIGHT_RTOL (a fourth-order method's step
+#: count grows like rtol**(-1/4): 1e-12 is already tens of thousands of steps).
+STIFF_TIGHT_RTOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -98,19 +104,29 @@ NOISE_FLOOR = 10 * ROUNDING
 _LADDER_RTOLS = (100 * TIGHT_RTOL, 10 * TIGHT_RTOL, TIGHT_RTOL)
 
 
-def _forward_sensitivity(compiled, z0, theta, times, data, rtol: float) -> Gradient:
-    options = check_solver_options("dopri5", steps=None, rtol=rtol,
+def _forward_sensitivity(compiled, z0, theta, times, data, rtol: float,
+                         solver: str = "dopri5") -> Gradient:
+    options = check_solver_options(solver, steps=None, rtol=rtol,
                                    atol=rtol * TIGHT_ATOL / TIGHT_RTOL, max_steps=100_000)
     return compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options,
                             data=data)
 
 
-def _tight_forward_sensitivity(compiled, z0, theta, times, data) -> ReferenceGradient:
+def _tight_forward_sensitivity(compiled, z0, theta, times, data,
+                               accuracy: float | None = None) -> ReferenceGradient:
     """Forward sensitivity at rtol = 1e-13 with an estimate of its error from the solves
     at 1e-11 and 1e-12 (see ``MIN_DECADE_RATIO``); the error is ``inf``, with the reason
-    in ``caveat``, where the estimate cannot be trusted."""
-    loosest, loose, tight = (_forward_sensitivity(compiled, z0, theta, times, data, rtol)
-                             for rtol in _LADDER_RTOLS)
+    in ``caveat``, where the estimate cannot be trusted. On stiff dynamics (dopri5 would
+    take unbounded steps) the same ladder on rodas4, from the rtol the verdict's
+    ``accuracy`` needs (``STIFF_TIGHT_RTOL`` at the tightest)."""
+    solver, rtols, label = "dopri5", _LADDER_RTOLS, TIGHT_LABEL
+    if is_stiff(compiled, z0, theta, times):
+        rtol = STIFF_TIGHT_RTOL if accuracy is None else max(
+            STIFF_TIGHT_RTOL, accuracy / (REFERENCE_MARGIN * solver_tolerance(1.0)))
+        solver, rtols, label = "rodas4", (100 * rtol, 10 * rtol, rtol), \
+            f"forward_sensitivity@rodas4 {rtol:.0e}"
+    loosest, loose, tight = (_forward_sensitivity(compiled, z0, theta, times, data, rtol,
+                                                  solver) for rtol in rtols)
     terms = tight.info["term_scale"]
     worst, caveat = 0.0, ""
     for b in BLOCKS:
@@ -133,7 +149,7 @@ def _tight_forward_sensitivity(compiled, z0, theta, times, data) -> ReferenceGra
                 "limited by stability rather than accuracy, or the entry lies far below atol"
             )
     error = math.inf if caveat else max(ROUNDING, ESTIMATE_SAFETY * worst)
-    return ReferenceGradient(tight, TIGHT_LABEL, error, caveat=caveat)
+    return ReferenceGradient(tight, label, error, caveat=caveat)
 
 
 def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
@@ -150,8 +166,11 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
     autonomous ``f``); else, when the comparison's tolerance ``accuracy`` is at least
     ``REFERENCE_MARGIN`` times what float64 forward sensitivity at rtol = 1e-13 certifies,
     that (seconds cheaper than mpmath); else ``high_precision`` (small smooth systems); else
-    forward sensitivity at rtol = 1e-13. ``accuracy=None`` asks for the most accurate
-    available. A name from :data:`REFERENCES` asks for one: ``"discrete"`` is the exact
+    forward sensitivity at rtol = 1e-13. On stiff dynamics (numeric/_stiffness.py) forward
+    sensitivity runs on rodas4, at the rtol ``accuracy`` needs, and is preferred to the
+    (linearly implicit, much slower) high precision whenever ``accuracy`` is given.
+    ``accuracy=None`` asks for the most accurate available. A name from
+    :data:`REFERENCES` asks for one: ``"discrete"`` is the exact
     derivative of the fixed-step ``solver`` with ``steps`` per interval (complex step, or
     the discrete adjoint where ``f`` is not complex-analytic), for implementations that
     backpropagate through that solver (the discrete adjoint also where complex step refuses).
@@ -184,7 +203,7 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
         return ReferenceGradient(g, f"{method} on {options.describe()}", ROUNDING,
                                  REFERENCE_KINDS["discrete"])
     if reference == "forward_sensitivity":
-        return _tight_forward_sensitivity(compiled, z0, theta, times, data)
+        return _tight_forward_sensitivity(compiled, z0, theta, times, data, accuracy)
     ladder = ["exact", "high_precision"] if reference is None else [reference]
     tight = None
     for method in ladder:
@@ -193,7 +212,7 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
             # float64 forward sensitivity is seconds cheaper than mpmath: take it when its
             # estimated error leaves the verdict REFERENCE_MARGIN of room
             try:
-                tight = _tight_forward_sensitivity(compiled, z0, theta, times, data)
+                tight = _tight_forward_sensitivity(compiled, z0, theta, times, data, accuracy)
             except IntegrationError:
                 pass  # e.g. too stiff for dopri5 at 1e-13: try high precision
             else:
@@ -265,7 +284,8 @@ def term_scale(compiled, z0: NDArray, theta: NDArray, times: NDArray, data: NDAr
                     "times": np.zeros(np.shape(times))}
     g = (known or {}).get("forward_sensitivity")
     if g is None or "term_scale" not in g.info:
-        options = check_solver_options("dopri5", steps=None, rtol=TERM_RTOL, atol=TERM_ATOL,
+        solver = "rodas4" if is_stiff(compiled, z0, theta, times) else "dopri5"
+        options = check_solver_options(solver, steps=None, rtol=TERM_RTOL, atol=TERM_ATOL,
                                        max_steps=100_000)
         try:
             g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options,

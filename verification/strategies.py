@@ -17,6 +17,10 @@ Families (``f`` for state ``z`` in R^n, parameters ``theta``):
   damping dominates, so solutions stay bounded.
 - time-dependent variants multiply ``f`` by ``1 + sin(omega t) / 2`` (``omega`` a parameter),
   which at most multiplies the growth rate by 3/2.
+
+``stiff_linear_dynamics`` draws whole stiff problems instead: ``f = W z`` with ``W``
+symmetric negative definite (eigenvalues spread over up to six decades), so that
+``|z(t)| <= |z0|`` and only the stiff solver ``rodas4`` handles them in few steps.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "polynomial_dynamics",
     "problems",
     "states",
+    "stiff_linear_dynamics",
 ]
 
 ACTIVATIONS = ("tanh", "sigmoid", "softplus", "sin")
@@ -428,3 +433,100 @@ def problems(*, families: Sequence[str] = FAMILIES, max_n: int = 3, max_params: 
         )
     return _problem(structures, max_batch, max_observations, max_span, max_rate, losses,
                     form)
+
+
+#: Largest eigenvalue spread stiff_linear_dynamics draws: beyond it the exact reference
+#: (the matrix exponential) and float64 solves lose digits to the conditioning.
+MAX_SPREAD = 1e6
+
+
+def _rotation(n: int, angles: Sequence[float]) -> np.ndarray:
+    """An orthogonal ``n x n`` matrix: Givens rotations by ``angles`` over every pair."""
+    q = np.eye(n)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    for (i, j), angle in zip(pairs, angles, strict=True):
+        g = np.eye(n)
+        c, s_ = math.cos(angle), math.sin(angle)
+        g[i, i] = g[j, j] = c
+        g[i, j], g[j, i] = -s_, s_
+        q = q @ g
+    return q
+
+
+@st.composite
+def _stiff_linear(draw, min_n, max_n, min_spread, max_spread, min_rate, max_rate, max_batch,
+                  max_observations, max_span, losses):
+    n = draw(st.integers(min_n, max_n))
+    rate = min_rate * (max_rate / min_rate) ** (draw(st.integers(0, GRID)) / GRID)
+    spread = min_spread * (max_spread / min_spread) ** (draw(st.integers(0, GRID)) / GRID)
+    inner = sorted(draw(st.integers(0, GRID)) / GRID for _ in range(max(n - 2, 0)))
+    exponents = ([0.0, *inner, 1.0] if n > 1 else [0.0])[:n]
+    eigenvalues = -rate * spread ** np.array(exponents)
+    angles = [math.pi * draw(st.integers(-GRID, GRID)) / GRID
+              for _ in range(n * (n - 1) // 2)]
+    q = _rotation(n, angles)
+    w = q @ np.diag(eigenvalues) @ q.T
+    dynamics = _build("linear", n, 0, "tanh", False)
+    z0 = draw(states(n, max_batch=max_batch))
+    times = draw(observation_times(max_observations=max_observations, max_span=max_span,
+                                   min_gap=min(0.1, max_span / max_observations)))
+    loss_name = draw(st.sampled_from(losses))
+    return Problem(
+        dynamics=dynamics,
+        loss=_loss(loss_name, dynamics),
+        z0=z0,
+        theta=((w + w.T) / 2).reshape(-1),
+        times=times,
+        name=f"stiff-linear-n{n}-spread{spread:.0e}-{loss_name}",
+        description=f"drawn stiff linear problem, eigenvalues {np.round(eigenvalues, 3)}",
+    )
+
+
+def stiff_linear_dynamics(*, min_n: int = 2, max_n: int = 3, min_spread: float = 1e2,
+                          max_spread: float = MAX_SPREAD, min_rate: float = 0.1,
+                          max_rate: float = 2.0, max_batch: int = 2,
+                          max_observations: int = 3, max_span: float = 2.0,
+                          losses: Sequence[str] = LOSSES):
+    """Stiff linear problems (:class:`verification.Problem`), well posed by construction.
+
+    ``f = W z`` with ``W = Q diag(lambda) Q^T``, ``Q`` a rotation and the eigenvalues
+    ``lambda`` negative, from ``-rate`` (the slow mode) to ``-rate * spread``: ``W`` is
+    symmetric negative definite, so ``|z(t)| <= |z0|`` on every span. ``theta`` holds ``W``
+    row-major (the ``linear`` family's dynamics), so the exact reference applies.
+
+    Parameters
+    ----------
+    min_n, max_n : int
+        State size (``n = 1`` has a single eigenvalue: no spread).
+    min_spread, max_spread : float
+        Ratio of the fastest to the slowest eigenvalue, drawn log-uniformly; at most
+        :data:`MAX_SPREAD` (1e6).
+    min_rate, max_rate : float
+        Magnitude of the slowest eigenvalue, drawn log-uniformly.
+    max_batch, max_observations : int
+    max_span : float
+        Longest time span ``t_N - t_0``.
+    losses : sequence of str
+        Subset of :data:`LOSSES`.
+    """
+    for name, value in (("min_n", min_n), ("max_n", max_n), ("max_batch", max_batch),
+                        ("max_observations", max_observations)):
+        _check_int(name, value, 1)
+    _check_range("min_n", min_n, "max_n", max_n)
+    for name, value in (("min_spread", min_spread), ("max_spread", max_spread),
+                        ("min_rate", min_rate), ("max_rate", max_rate),
+                        ("max_span", max_span)):
+        _check_positive(name, value)
+    if min_spread < 1:
+        raise InvalidArgument(f"min_spread={min_spread!r} must be >= 1 (a ratio of the "
+                              "fastest to the slowest eigenvalue)")
+    if max_spread > MAX_SPREAD:
+        raise InvalidArgument(f"max_spread={max_spread!r} must not exceed {MAX_SPREAD:g}")
+    _check_range("min_spread", min_spread, "max_spread", max_spread)
+    _check_range("min_rate", min_rate, "max_rate", max_rate)
+    losses = tuple(losses)
+    if not losses or any(name not in LOSSES for name in losses):
+        raise InvalidArgument(f"losses={losses!r} must be a non-empty subset of {LOSSES}")
+    return _stiff_linear(min_n, max_n, min_spread, max_spread, min_rate, max_rate, max_batch,
+                         max_observations, max_span, losses)
+
