@@ -19,7 +19,7 @@ from typing import Any
 from numeric import InputError
 
 from ._audit import audit_problem
-from ._executors import open_backend, run_jobs
+from ._executors import check_workers, open_backend, run_jobs
 from ._problems import Problem
 from ._progress import Progress, format_seconds
 from ._report import Report
@@ -148,6 +148,7 @@ def campaign(count: int, seed: int = 0, *, out: str | Path, bounds: dict | None 
         As for :func:`verification.sweep`.
     """
     bounds = dict(bounds or {})
+    check_workers(workers)
     out = Path(out)
     source = _source(count, seed, bounds)
     problems = named_for_suite(drawn_problems(count, seed, **bounds))

@@ -16,7 +16,7 @@ from typing import Any
 from numeric import InputError
 
 from ._audit_gradient import DEFAULT_GRADIENT_RTOL, GradientShapeError, ImplementationError
-from ._executors import open_backend, run_jobs
+from ._executors import check_workers, open_backend, run_jobs
 from ._implementation import absolute_spec, bind_problem, cached_implementation
 from ._progress import Progress, format_seconds
 from ._reference_file import ReferenceFileError, check_against_reference, load_reference
@@ -221,6 +221,7 @@ def check_suite(suite: str | Path, impl: str | Callable, *,
         extra files, damaged index lines); nothing is audited then.
     """
     _check_tolerances(rtol, atol)
+    check_workers(workers)
     if isinstance(impl, str):
         impl = absolute_spec(impl)
         cached_implementation(impl)  # a bad spec fails here, once, not in every worker

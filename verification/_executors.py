@@ -23,7 +23,8 @@ from typing import Any
 
 from numeric import InputError
 
-__all__ = ["Backend", "JobsOutcome", "default_workers", "open_backend", "run_jobs"]
+__all__ = ["Backend", "JobsOutcome", "check_workers", "default_workers", "open_backend",
+           "run_jobs"]
 
 #: Further attempts of a job whose worker died (Dask: also of a task that raised): a job
 #: is given up as lost after 1 + RETRIES worker deaths.
@@ -41,7 +42,8 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _check_workers(workers) -> int | None:
+def check_workers(workers) -> int | None:
+    """``workers`` if it is None or a positive integer."""
     if workers is None:
         return None
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -123,7 +125,7 @@ def _dask(scheduler: str, workers: int | None) -> Iterator[Backend]:
         if scheduler == "local":
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # no fixed port: other clusters may run here
             ))
             client = stack.enter_context(distributed.Client(cluster))
             where = f"a Dask LocalCluster of {len(cluster.workers)} processes"
@@ -172,7 +174,7 @@ def open_backend(scheduler: str | None = None, workers: int | None = None
     workers : int, optional
         Processes of the local pool or the LocalCluster (default: one per processor).
     """
-    workers = _check_workers(workers)
+    workers = check_workers(workers)
     if scheduler is None:
         with _closing(_process_pool(workers or default_workers())) as backend:
             yield backend

@@ -25,7 +25,7 @@ import numpy as np
 from numeric import InputError, IntegrationError, MethodUnavailable
 from symbolic import DynamicsError
 
-from ._executors import open_backend, run_jobs
+from ._executors import check_workers, open_backend, run_jobs
 from ._problems import Problem
 from ._progress import Progress, format_seconds
 from ._reference_file import load_reference, write_reference
@@ -251,6 +251,7 @@ def sweep(problems: Iterable[Problem], out: str | Path, *, digits: int = 30,
     SweepResult
     """
     digits = _check_digits(digits)
+    check_workers(workers)
     named = named_for_suite(problems)
     out = Path(out)
     entries = _prepare_folder(out)
