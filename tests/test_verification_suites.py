@@ -215,6 +215,20 @@ if __name__ == "__main__":
 """
 
 
+def _gone_within(pid, seconds):
+    """The process ``pid`` has exited (a zombie counts: it runs no more) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_a_crashed_sweep_loses_nothing_it_wrote(tmp_path):
     out, script = tmp_path / "suite", tmp_path / "crash.py"
     script.write_text(_CRASHING_SWEEP.replace("{mu}", repr(CRASH_GRID)))
@@ -226,6 +240,8 @@ def test_a_crashed_sweep_loses_nothing_it_wrote(tmp_path):
     process.send_signal(signal.SIGKILL)  # no cleanup runs: a crash
     process.wait()
     written = read_lines(out / "index.jsonl").entries
+    worker = int(next(iter(written.values()))["worker"].rsplit(":", 1)[1])
+    assert _gone_within(worker, 15), "the pool worker outlived its killed parent"
     assert 2 <= len(written) < len(CRASH_GRID["mu"]), "the crash did not come mid-sweep"
     read_suite(out)  # what was written is intact
     result = sweep(grid_problems("van_der_pol", CRASH_GRID), out, workers=2)

@@ -22,6 +22,8 @@ __all__ = ["SUITE_COMMANDS", "add_suite_commands", "parse_grid", "run_suite_comm
 
 SUITE_COMMANDS = ("sweep", "check-suite", "campaign")
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+#: The shell's code for a command stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 _TIME_DEPENDENT = {"yes": True, "no": False, "both": None}
 
 
@@ -212,4 +214,10 @@ def run_suite_command(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be a positive integer, got {args.workers}.")
     runner = {"sweep": _run_sweep, "check-suite": _run_check_suite,
               "campaign": _run_campaign}[args.command]
-    return runner(args)
+    try:
+        return runner(args)
+    except KeyboardInterrupt:
+        resumes = ("; what was written is kept, and the same command resumes where it "
+                   "stopped" if args.command != "check-suite" else "")
+        print(f"adjoint-verify: {args.command} interrupted{resumes}", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -92,6 +94,28 @@ class Backend:
             executor.shutdown(wait=wait)
 
 
+#: Seconds between a pool worker's checks that the process that made the pool is alive.
+PARENT_CHECK_INTERVAL = 1.0
+
+
+def _exit_with(parent: int) -> None:
+    """In a pool worker: leave as soon as ``parent`` is gone. A worker outlives a parent
+    that was killed (no cleanup ran) otherwise, waiting forever on its job queue, and keeps
+    the forkserver alive with it."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_INTERVAL)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, under another user: keep working
+                pass
+
+    threading.Thread(target=watch, name="adjoint-verify-parent-watch", daemon=True).start()
+
+
 def _process_pool(workers: int) -> Backend:
     # forkserver: workers start from a clean process that imported the library once, safe
     # where the parent has threads (a Dask client, a test runner); spawn elsewhere
@@ -103,7 +127,8 @@ def _process_pool(workers: int) -> Backend:
         description=f"{workers} local process{'es' if workers != 1 else ''}",
         workers=workers,
         lost=(BrokenProcessPool,),
-        _make=lambda: ProcessPoolExecutor(max_workers=workers, mp_context=context),
+        _make=lambda: ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                          initializer=_exit_with, initargs=(os.getpid(),)),
     )
 
 

@@ -165,6 +165,8 @@ class SweepResult:
 
     def __str__(self) -> str:
         ran = self.written + len(self.failed)
+        degenerate = [n for n, reason in self.failed.items() if reason == DEGENERATE]
+        failed = {n: r for n, r in self.failed.items() if r != DEGENERATE}
         lines = [f"sweep into {self.out}: {self.problems} problems, {self.already_done} "
                  f"already done, {self.written} reference files written"
                  + (f" ({self.repaired} repaired)" if self.repaired else "")
@@ -175,10 +177,15 @@ class SweepResult:
                          f"{ran / max(self.wall_seconds, 1e-9):.2f} problems/s")
         if self.resubmitted:
             lines.append(f"  {self.resubmitted} job(s) sent again after a worker died")
-        for name, reason in list(self.failed.items())[:20]:
+        if degenerate:
+            lines.append(f"  {len(degenerate)} of the failed have a gradient that is 0 in "
+                         "every entry: not kept, since it cannot tell a wrong gradient from "
+                         f"a right one ({', '.join(degenerate[:3])}"
+                         + (", ..." if len(degenerate) > 3 else "") + ")")
+        for name, reason in list(failed.items())[:20]:
             lines.append(f"  failed: {name}: {reason}")
-        if len(self.failed) > 20:
-            lines.append(f"  ... and {len(self.failed) - 20} more failures (see {INDEX})")
+        if len(failed) > 20:
+            lines.append(f"  ... and {len(failed) - 20} more failures (see {INDEX})")
         for name, reason in self.lost.items():
             lines.append(f"  lost: {name}: {reason}; run the sweep again")
         return "\n".join(lines)
