@@ -226,6 +226,13 @@ class JobsOutcome:
 
     lost: dict[str, str] = field(default_factory=dict)
     resubmitted: int = 0
+    finished: int = 0
+
+
+#: Said of lost jobs when no job ever finished: the workers likely die as they start.
+_NEVER_STARTED = ("; no job finished at all, so the workers probably die as they start: a "
+                  "script that calls sweep or check_suite must guard its work with "
+                  "`if __name__ == '__main__':`, since each worker imports the main module")
 
 
 def run_jobs(backend: Backend, task: Callable[..., Any], jobs: Mapping[str, tuple],
@@ -273,10 +280,12 @@ def _run_until_broken(backend, task, jobs, queue, deaths, outcome, on_result) ->
                 deaths[name] += 1
                 if deaths[name] > RETRIES:
                     outcome.lost[name] = (f"its worker died {deaths[name]} times "
-                                          f"({type(exc).__name__}: {exc})")
+                                          f"({type(exc).__name__}: {exc})"
+                                          + (_NEVER_STARTED if not outcome.finished else ""))
                 else:
                     outcome.resubmitted += 1
                     queue.append(name)
                 continue
+            outcome.finished += 1
             on_result(name, result)
     return broken
