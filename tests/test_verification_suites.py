@@ -1,6 +1,7 @@
 """Reference suites on the local process pool: sweep, resume, a worker killed, a crash,
 check-suite of a correct and a sign-flipped implementation, damaged suites, the sources."""
 
+import io
 import json
 import os
 import pathlib
@@ -24,6 +25,7 @@ from verification import (
     sweep,
 )
 from verification._cli import main
+from verification._progress import Progress
 from verification._reference_file import load_reference
 from verification._suite_contents import read_suite
 from verification._suite_files import append_line, read_lines, repair_lines, sha256_of
@@ -353,3 +355,25 @@ def test_cli_sweep_of_a_grid_writes_a_suite(tmp_path, capsys):
     assert "sweep: 2/2" in captured.err  # the progress, plain text off a terminal
     names = sorted(read_suite(out).references)
     assert [n.split("-w3=")[0] for n in names] == ["linear-w0=-0.3", "linear-w0=-0.5"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("stream_type", [io.StringIO, _Terminal], ids=["plain", "terminal"])
+def test_progress_shows_rate_and_time_left(stream_type):
+    stream = stream_type()
+    bar = Progress(20, "sweep", stream=stream)
+    for k in range(20):
+        bar.update(failed=k == 3)
+    bar.close()
+    text = stream.getvalue()
+    last = text.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("sweep: ") and "20/20, 1 failed" in last and "/s, " in last
+    assert "elapsed" in last and last.rstrip("\x1b[K").endswith("0.0s left")
+    if stream_type is _Terminal:  # one line redrawn in place, with a bar
+        assert "\r" in text and "[########################]" in last
+    else:  # plain lines: the first job, then one per tenth of the work
+        assert "\r" not in text and len(text.splitlines()) == 1 + 10

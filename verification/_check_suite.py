@@ -62,8 +62,9 @@ def check_job(name: str, data: bytes, impl: str | Callable, rtol: float, atol: f
                         for r in report.failures]
             result.update(status="pass" if report.passed else "fail", failures=failures,
                           reference=loaded.reference.label)
-            if failures:
-                result["kind"] = " + ".join(sorted({_kind(f["diagnosis"]) for f in failures}))
+            if not report.passed:
+                kinds = sorted({_kind(f["diagnosis"]) for f in failures})
+                result["kind"] = " + ".join(kinds) or "no comparison could be made"
         except ReferenceFileError as exc:
             result.update(status="unreadable", reason=failure_reason(exc))
         except (ImplementationError, GradientShapeError) as exc:
