@@ -101,7 +101,10 @@ PARENT_CHECK_INTERVAL = 1.0
 def _exit_with(parent: int) -> None:
     """In a pool worker: leave as soon as ``parent`` is gone. A worker outlives a parent
     that was killed (no cleanup ran) otherwise, waiting forever on its job queue, and keeps
-    the forkserver alive with it."""
+    the forkserver alive with it. POSIX only (``os.kill(pid, 0)`` probes there; on Windows
+    it would signal)."""
+    if os.name != "posix":
+        return
 
     def watch() -> None:
         while True:
