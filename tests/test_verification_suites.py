@@ -316,6 +316,8 @@ def test_module_problems_reads_a_users_list(tmp_path):
                      id="workers"),
         pytest.param(lambda t: check_suite(t, GRAD, rtol=0), "`rtol` must be", id="rtol"),
         pytest.param(lambda t: check_suite(t, "nothing"), "MODULE:FUNCTION", id="impl"),
+        pytest.param(lambda t: check_suite(t, lambda z0, theta, times: None),
+                     "cannot be sent to worker processes", id="impl-lambda"),
         pytest.param(lambda t: check_suite(t, GRAD), "has no index.jsonl", id="not-a-suite"),
     ],
 )

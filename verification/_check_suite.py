@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import re
 import tempfile
 import time
@@ -188,6 +189,17 @@ def _check_tolerances(rtol, atol) -> None:
                              f"got {value!r}.")
 
 
+def _check_picklable(impl: Callable) -> None:
+    """Pool workers receive the implementation pickled, by its module and name."""
+    try:
+        pickle.dumps(impl)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise InputError(
+            f"`impl` {getattr(impl, '__name__', impl)!r} cannot be sent to worker processes "
+            f"({exc}); define it at the top level of a module, or give 'MODULE:FUNCTION'."
+        ) from None
+
+
 def check_suite(suite: str | Path, impl: str | Callable, *,
                 rtol: float = DEFAULT_GRADIENT_RTOL, atol: float = 0.0,
                 scheduler: str | None = None, workers: int | None = None,
@@ -229,6 +241,8 @@ def check_suite(suite: str | Path, impl: str | Callable, *,
         label = impl
     elif callable(impl):
         label = getattr(impl, "__name__", "implementation")
+        if scheduler is None:
+            _check_picklable(impl)
     else:
         raise InputError(f"`impl` must be 'MODULE:FUNCTION' or a function, got "
                          f"{type(impl).__name__}.")
