@@ -347,6 +347,37 @@ def test_cli_suite_usage_errors_are_one_line(capsys, argv, message):
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+_MIXED_PROBLEMS = """
+import numpy as np
+import sympy as sp
+from symbolic import Dynamics
+from verification import Problem, builtin_problem
+
+z, p = sp.symbols("z p")
+PROBLEMS = [
+    Problem(dynamics=Dynamics(rhs=[-p * z], state=[z], params=[p]), loss=sp.log(z),
+            z0=np.array([[-1.0]]), theta=np.array([1.0]), times=np.array([0.0, 1.0]),
+            name="log_of_a_negative_state"),
+    builtin_problem("linear"),
+]
+"""
+
+
+def test_cli_sweep_records_a_failing_problem_and_goes_on(tmp_path, capsys):
+    module, out = tmp_path / "mixed.py", tmp_path / "suite"
+    module.write_text(_MIXED_PROBLEMS)
+    code = main(["sweep", "--problems", str(module), "--out", str(out), "--workers", "1",
+                 "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0, text  # complete: every problem has its file or its reason
+    assert "1 reference files written, 1 failed" in text
+    entries = read_lines(out / "index.jsonl").entries
+    failed = [e for e in entries.values() if e["status"] == "failed"]
+    assert [e["name"].split("-")[0] for e in failed] == ["log_of_a_negative_state"]
+    assert failed[0]["reason"] and f"failed: {failed[0]['name']}: " in text
+    assert len(read_suite(out).references) == 1
+
+
 def test_cli_sweep_of_a_grid_writes_a_suite(tmp_path, capsys):
     out = tmp_path / "suite"
     code = main(["sweep", "--out", str(out), "--grid", "linear:w0=-0.5..-0.3/2:w3=-0.2",

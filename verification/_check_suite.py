@@ -27,8 +27,8 @@ from ._sweep import LIBRARY_ERRORS, JobClock, failure_reason
 __all__ = ["SuiteCheck", "check_job", "check_suite"]
 
 #: What a problem's check can end in: passed; failed (the implementation's fault); refused
-#: (the reference cannot certify the tolerance); unreadable (the file does not load); lost
-#: (its worker kept dying).
+#: (the reference cannot certify the tolerance, or the check could not be made);
+#: unreadable (the file does not load); lost (its worker kept dying).
 STATUSES = ("pass", "fail", "refused", "unreadable", "lost")
 #: Problems named under "slowest".
 SLOWEST = 5
@@ -72,6 +72,8 @@ def check_job(name: str, data: bytes, impl: str | Callable, rtol: float, atol: f
             result.update(status="fail", failures=[], reason=str(exc), kind=_kind(str(exc)))
         except LIBRARY_ERRORS as exc:
             result.update(status="refused", reason=failure_reason(exc))
+        except Exception as exc:  # a library bug on one problem must not stop the batch
+            result.update(status="refused", reason=f"unexpected {failure_reason(exc)}")
     result.update(clock.fields())
     return result
 
