@@ -1,10 +1,9 @@
 """The ``adjoint-verify`` command line: demo, list, audit, reference, check, peers,
-convergence."""
+convergence, and the suite commands sweep, check-suite and campaign (``_cli_suites``)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import json
 import os
@@ -18,7 +17,9 @@ from symbolic import DynamicsError
 
 from ._audit import audit_problem
 from ._audit_gradient import DEFAULT_GRADIENT_RTOL
+from ._cli_suites import SUITE_COMMANDS, add_suite_commands, run_suite_command
 from ._convergence import convergence_study
+from ._implementation import bind_problem, load_implementation
 from ._peers import LIBRARIES, peers
 from ._problems import BUILTIN_PROBLEMS, DEMO_PROBLEMS, builtin_problem
 from ._reference_file import check_against_reference, load_reference, write_reference
@@ -119,6 +120,7 @@ def _build_parser() -> _Parser:
     conv.add_argument("--plot", metavar="PNG", help="write an error-vs-step log-log plot "
                       "(needs the plot extra: pip install 'adjoint-verify[plot]')")
     conv.add_argument("--json", action="store_true", help="print the study as JSON")
+    add_suite_commands(sub)
     return parser
 
 
@@ -139,31 +141,10 @@ def _problem(name: str):
 def _load_implementation(spec: str):
     """``MODULE:FUNCTION`` where MODULE is importable (the current folder included) or a
     path to a .py file."""
-    module_name, sep, function = spec.rpartition(":")
-    if not sep or not module_name or not function:
-        raise UsageError(f"--impl must be MODULE:FUNCTION, got {spec!r}")
     try:
-        if module_name.endswith(".py") or "/" in module_name:
-            path = Path(module_name)
-            if not path.is_file():
-                raise UsageError(f"--impl: no such file {module_name!r}")
-            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(loader_spec)
-            loader_spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(module_name)
-    except UsageError:
-        raise
-    except Exception as exc:  # a SyntaxError or an error at import time, one line
-        raise UsageError(
-            f"--impl: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from None
-    fn = getattr(module, function, None)
-    if not callable(fn):
-        raise UsageError(f"--impl: module {module_name!r} has no function {function!r}")
-    return fn
+        return load_implementation(spec)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_plot_path(path: str) -> None:
@@ -176,6 +157,8 @@ def _check_plot_path(path: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command in SUITE_COMMANDS:
+        return run_suite_command(args)
     if args.command == "list":
         width = max(len(name) for name in BUILTIN_PROBLEMS)
         for name, factory in BUILTIN_PROBLEMS.items():
@@ -232,7 +215,8 @@ def _run(args: argparse.Namespace) -> int:
         fn = _load_implementation(args.impl)
         if not args.atol >= 0:
             raise UsageError(f"--atol must be >= 0, got {args.atol}")
-        report = check_against_reference(loaded, fn, rtol=args.rtol, atol=args.atol,
+        report = check_against_reference(loaded, bind_problem(fn, loaded.problem),
+                                         rtol=args.rtol, atol=args.atol,
                                          name=args.impl)
         return _print_report(report, fmt)
     if args.command == "peers":
@@ -264,8 +248,8 @@ def _run(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"wrote {args.plot}")
         return EXIT_PASS if study.passed else EXIT_FAIL
-    raise UsageError("give a command: demo, list, audit, reference, check, peers or convergence "
-                     "(see adjoint-verify --help)")
+    raise UsageError("give a command: demo, list, audit, reference, check, peers, convergence, "
+                     "sweep, check-suite or campaign (see adjoint-verify --help)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
