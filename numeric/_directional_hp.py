@@ -28,7 +28,7 @@ import sympy as sp
 from numpy.typing import NDArray
 from sympy.matrices.expressions.matexpr import MatrixElement
 
-from symbolic import derive_adjoint
+from symbolic import scalar_loss_gradient
 
 from ._checks import check_problem, observed
 from ._dd_dynamics import dynamics_evaluator
@@ -80,33 +80,44 @@ class _LossGradient:
     r""":math:`\nabla_z \ell(z, y)` in double-double, per sample, from the exact SymPy
     gradient of the per-observation loss."""
 
-    def __init__(self, compiled: Any):
-        dynamics, loss = compiled.dynamics, compiled.loss_expr
-        names = list(getattr(compiled, "targets", ()))
-        leaves = [s for s in (*loss.free_symbols, *loss.atoms(MatrixElement))
-                  if str(s) in names]
-        if len({str(s) for s in leaves}) != len(leaves):
-            raise MethodUnavailable(METHOD, "two target symbols of the loss share a name")
-        if leaves and all(isinstance(s, MatrixElement) for s in leaves):
-            targets: Any = tuple(leaves)
-        else:
-            targets = [s for s in leaves if isinstance(s, sp.Symbol)]
-        adjoint = derive_adjoint(dynamics, loss, targets)
-        self.n, self.k = dynamics.n, len(names)
-        self.columns = [names.index(str(s)) for s in leaves]
-        self.program = ExpressionProgram(list(adjoint.loss_gradient),
-                                         [*dynamics.state, *leaves], "the loss gradient")
+    def __init__(self, compiled: Any, targets: Any):
+        dynamics = compiled.dynamics
+        gradient = scalar_loss_gradient(dynamics, compiled.loss_expr, targets)
+        self.n = dynamics.n
+        self.program = ExpressionProgram(gradient.exprs, [*gradient.state, *gradient.targets],
+                                         "the loss gradient")
 
     def __call__(self, z: DD, y: NDArray | None) -> DD:
         """``(B, n)`` at the states ``z`` (DD ``(B, n)``) and targets ``y`` ``(B, k)``."""
         B = z.shape[0]
         values = [z[:, i] for i in range(self.n)]
-        values += [DD(np.asarray(y[:, c], dtype=float)) for c in self.columns]
+        if y is not None:
+            values += [DD(np.asarray(y[:, c], dtype=float)) for c in range(y.shape[1])]
         out = self.program(values)
         hi, lo = np.zeros((B, self.n)), np.zeros((B, self.n))
         for i, (value, _) in enumerate(out):
             hi[:, i], lo[:, i] = value.hi, value.lo
         return DD(hi, lo)
+
+
+def _target_leaves(compiled: Any) -> Any:
+    """The target symbols of a compiled loss in their ``targets=`` order (a compiled form
+    keeps their names): Symbols, or the entries ``d[i, 0]`` of a target MatrixSymbol."""
+    names = list(getattr(compiled, "targets", ()))
+    if not names:
+        return ()
+    loss = compiled.loss_expr
+    found = {str(s): s for s in (*loss.free_symbols, *loss.atoms(MatrixElement))
+             if str(s) in names}
+    missing = [name for name in names if name not in found]
+    if missing:  # unused in the loss: any symbol of that name stands for it
+        found.update({name: sp.Symbol(name, real=True) for name in missing})
+    leaves = tuple(found[name] for name in names)
+    if all(isinstance(s, MatrixElement) for s in leaves):
+        return leaves
+    if any(isinstance(s, MatrixElement) for s in leaves):
+        raise MethodUnavailable(METHOD, "the loss mixes Symbol and MatrixSymbol targets")
+    return list(leaves)
 
 
 def _symbolic(compiled: Any) -> None:
@@ -298,7 +309,7 @@ def high_precision_directional(
     v_times = _direction(v_times, "v_times", (len(times),), None)
     evaluator = dynamics_evaluator(compiled.dynamics)
     bound, values = evaluator.bind(theta, v_theta), evaluator.bind(theta)
-    loss_grad = _LossGradient(compiled)
+    loss_grad = _LossGradient(compiled, _target_leaves(compiled))
     start = time.perf_counter()
     solves = []
     for extra in (0, CHECK_DIGITS):

@@ -9,6 +9,8 @@ from ._compile import MpmathFunctions as MpmathFunctions
 from ._compile import compile_problem as compile_problem
 from ._dynamics import Dynamics as Dynamics
 from ._dynamics import DynamicsError as DynamicsError
+from ._loss_gradient import ScalarLossGradient as ScalarLossGradient
+from ._loss_gradient import scalar_loss_gradient as scalar_loss_gradient
 
 __all__ = [
     "AdjointSystem",
@@ -18,6 +20,8 @@ __all__ = [
     "DynamicsError",
     "LinearStructure",
     "MpmathFunctions",
+    "ScalarLossGradient",
     "compile_problem",
     "derive_adjoint",
+    "scalar_loss_gradient",
 ]
