@@ -49,18 +49,6 @@ def _chunks(batch: int, width: int):
     return [slice(i, min(i + rows, batch)) for i in range(0, batch, rows)]
 
 
-def _concat(parts: list[DD]) -> DD:
-    if len(parts) == 1:
-        return parts[0]
-    return DD(np.concatenate([p.hi for p in parts]), np.concatenate([p.lo for p in parts]))
-
-
-def _full(value: DD | None, shape) -> DD | None:
-    if value is None:
-        return None
-    return DD(np.broadcast_to(value.hi, shape).copy(), np.broadcast_to(value.lo, shape).copy())
-
-
 class _Bound:
     """Shared chunking: subclasses evaluate ``_evaluate(t, z, dz)`` on a chunk of rows."""
 
@@ -69,17 +57,32 @@ class _Bound:
     tangent_params: bool
 
     def __call__(self, t: DD, z: DD, dz: DD | None) -> tuple[DD, DD | None]:
-        B = z.shape[0]
+        """``(f, df)`` at the states ``z`` with state direction ``dz`` (DD ``(B, n)``,
+        None for none); ``df`` is None when there is no direction at all."""
         want_tangent = dz is not None or self.tangent_params
-        values, tangents = [], []
-        for rows in _chunks(B, self.width):
+        out = DD(np.empty((z.shape[0], 2 * self.n if want_tangent else self.n)))
+        self._fill(t, z, dz, out, want_tangent)
+        if not want_tangent:
+            return out, None
+        return out[:, :self.n], out[:, self.n:]
+
+    def augmented(self, t: DD, y: DD) -> DD:
+        """The right-hand side ``[f, df]`` of the augmented state ``y = [z, dz]``
+        ``(B, 2n)``."""
+        out = DD(np.empty(y.shape))
+        self._fill(t, y[:, :self.n], y[:, self.n:], out, True)
+        return out
+
+    def _fill(self, t, z, dz, out: DD, want_tangent: bool) -> None:
+        n = self.n
+        for rows in _chunks(z.shape[0], self.width):
             f, df = self._evaluate(t, z[rows], None if dz is None else dz[rows])
-            shape = (rows.stop - rows.start, self.n)
-            values.append(_full(f, shape))
+            out.hi[rows, :n], out.lo[rows, :n] = f.hi, f.lo
             if want_tangent:
-                tangents.append(_full(df, shape) if df is not None
-                                else DD(np.zeros(shape)))
-        return _concat(values), (_concat(tangents) if want_tangent else None)
+                if df is None:
+                    out.hi[rows, n:], out.lo[rows, n:] = 0.0, 0.0
+                else:
+                    out.hi[rows, n:], out.lo[rows, n:] = df.hi, df.lo
 
 
 # -- elementwise dynamics --------------------------------------------------------------------
@@ -206,8 +209,10 @@ class _BoundGraph(_Bound):
             rows = [[_number(entry) for entry in row] for row in node.payload.tolist()]
             return DD(np.array([[e.hi for e in r] for r in rows], dtype=float),
                       np.array([[e.lo for e in r] for r in rows], dtype=float)), None
-        if node.op == "scalar":
-            (out,) = self.ev.programs[node.index](self.scalars, self.d_scalars)
+        if node.op == "scalar":  # no time in a fixed factor: any value stands for it
+            time = [DD(np.float64(0.0))] if self.ev.has_time else []
+            (out,) = self.ev.programs[node.index]([*time, *self.scalars],
+                                                  [None] * len(time) + self.d_scalars)
             return out
         args = [self.fixed[a] for a in node.args]
         return self._combine(node, args, row=False)
@@ -232,7 +237,8 @@ class _BoundGraph(_Bound):
                 args = [values[a] if self.nodes[a].row else self._row_form(a)
                         for a in node.args]
                 values[i] = self._combine(node, args, row=True)
-        return values[self.ev.graph.output]
+        output = self.ev.graph.output
+        return values[output] if output in values else self._row_form(output)
 
     def _row_form(self, index: int):
         """A fixed node as an operand of a row node: a column vector becomes a row

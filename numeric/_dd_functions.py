@@ -46,6 +46,8 @@ from ._double_double import (
     _mul,
     as_dd,
     from_mpmath,
+    quick_two_sum,
+    split,
     two_prod,
     two_sum,
     where,
@@ -118,18 +120,29 @@ def _inv_factorial(k: int) -> DD:
 # -- exp and expm1 -----------------------------------------------------------------------
 
 
+def _times_r(r, bh, bl):
+    """``r * b`` for the reduced argument ``r = (rh, rl, rhh, rhl)``, whose high word is
+    split once for the whole Horner scheme."""
+    rh, rl, rhh, rhl = r
+    p = rh * bh
+    bhh, bhl = split(bh)
+    e = ((rhh * bhh - p) + rhh * bhl + rhl * bhh) + rhl * bhl
+    return quick_two_sum(p, e + (rh * bl + rl * bh))
+
+
 def _expm1_small(rh, rl):
     """:math:`e^r - 1` for :math:`|r| \\le \\ln 2 / 2048` as (hi, lo): Horner, with the
     degrees 5..9 in float64 (they are below :math:`2^{-53}` of the result); the sums do not
     cancel (each constant dominates its bracket), so they are the fast ones."""
+    r = (rh, rl, *split(rh))
     q = 1 / 120 + rh * (1 / 720 + rh * (1 / 5040 + rh * (1 / 40320 + rh / 362880)))
     c = _inv_factorial(4)
     b4h, b4l = _add_float(c.hi, c.lo, rh * q)
     c = _inv_factorial(3)
-    b3h, b3l = _add_fast(c.hi, c.lo, *_mul(rh, rl, b4h, b4l))
-    b2h, b2l = _add_float(*_mul(rh, rl, b3h, b3l), 0.5)
-    b1h, b1l = _add_float(*_mul(rh, rl, b2h, b2l), 1.0)
-    return _mul(rh, rl, b1h, b1l)
+    b3h, b3l = _add_fast(c.hi, c.lo, *_times_r(r, b4h, b4l))
+    b2h, b2l = _add_float(*_times_r(r, b3h, b3l), 0.5)
+    b1h, b1l = _add_float(*_times_r(r, b2h, b2l), 1.0)
+    return _times_r(r, b1h, b1l)
 
 
 def _exp_parts(y: DD):

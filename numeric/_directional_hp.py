@@ -24,11 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import sympy as sp
 from numpy.typing import NDArray
-from sympy.matrices.expressions.matexpr import MatrixElement
 
-from symbolic import scalar_loss_gradient
+from symbolic import scalar_loss_gradient, targets_by_name
 
 from ._checks import check_problem, observed
 from ._dd_dynamics import dynamics_evaluator
@@ -100,26 +98,6 @@ class _LossGradient:
         return DD(hi, lo)
 
 
-def _target_leaves(compiled: Any) -> Any:
-    """The target symbols of a compiled loss in their ``targets=`` order (a compiled form
-    keeps their names): Symbols, or the entries ``d[i, 0]`` of a target MatrixSymbol."""
-    names = list(getattr(compiled, "targets", ()))
-    if not names:
-        return ()
-    loss = compiled.loss_expr
-    found = {str(s): s for s in (*loss.free_symbols, *loss.atoms(MatrixElement))
-             if str(s) in names}
-    missing = [name for name in names if name not in found]
-    if missing:  # unused in the loss: any symbol of that name stands for it
-        found.update({name: sp.Symbol(name, real=True) for name in missing})
-    leaves = tuple(found[name] for name in names)
-    if all(isinstance(s, MatrixElement) for s in leaves):
-        return leaves
-    if any(isinstance(s, MatrixElement) for s in leaves):
-        raise MethodUnavailable(METHOD, "the loss mixes Symbol and MatrixSymbol targets")
-    return list(leaves)
-
-
 def _symbolic(compiled: Any) -> None:
     """The symbolic dynamics and loss behind a compiled form, or refuse."""
     if not hasattr(compiled, "dynamics") or not hasattr(compiled, "loss_expr"):
@@ -180,11 +158,7 @@ def _solve(bound, values, loss_grad, z0, times, v_z0, v_times, data, tol) -> _So
     if v_times[0] != 0:
         delta0 = delta0 - values(ts[0], z_start, None)[0] * float(v_times[0])
 
-    def rhs(t: DD, y: DD) -> DD:
-        f, df = bound(t, y[:, :n], y[:, n:])
-        return DD(np.hstack([f.hi, df.hi]), np.hstack([f.lo, df.lo]))
-
-    stepper = DDExtrapolation(rhs, [slice(0, n), slice(n, 2 * n)], tol,
+    stepper = DDExtrapolation(bound.augmented, [slice(0, n), slice(n, 2 * n)], tol,
                               max_columns(-int(math.log10(tol)) + 4), stats,
                               max_steps=MAX_MACRO_STEPS)
     y = DD(np.hstack([z_start.hi, delta0.hi]), np.hstack([z_start.lo, delta0.lo]))
@@ -309,7 +283,8 @@ def high_precision_directional(
     v_times = _direction(v_times, "v_times", (len(times),), None)
     evaluator = dynamics_evaluator(compiled.dynamics)
     bound, values = evaluator.bind(theta, v_theta), evaluator.bind(theta)
-    loss_grad = _LossGradient(compiled, _target_leaves(compiled))
+    loss_grad = _LossGradient(compiled, targets_by_name(compiled.loss_expr,
+                                                        getattr(compiled, "targets", ())))
     start = time.perf_counter()
     solves = []
     for extra in (0, CHECK_DIGITS):

@@ -11,6 +11,7 @@ from ._dynamics import Dynamics as Dynamics
 from ._dynamics import DynamicsError as DynamicsError
 from ._loss_gradient import ScalarLossGradient as ScalarLossGradient
 from ._loss_gradient import scalar_loss_gradient as scalar_loss_gradient
+from ._loss_gradient import targets_by_name as targets_by_name
 
 __all__ = [
     "AdjointSystem",
@@ -24,4 +25,5 @@ __all__ = [
     "compile_problem",
     "derive_adjoint",
     "scalar_loss_gradient",
+    "targets_by_name",
 ]

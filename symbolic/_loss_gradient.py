@@ -3,14 +3,16 @@ read expression trees (the double-double reference of ``numeric``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sympy as sp
+from sympy.matrices.expressions.matexpr import MatrixElement
 
 from ._calculus import real_jacobian
-from ._dynamics import Dynamics, check_loss, check_targets
+from ._dynamics import Dynamics, DynamicsError, check_loss, check_targets
 
-__all__ = ["ScalarLossGradient", "scalar_loss_gradient"]
+__all__ = ["ScalarLossGradient", "scalar_loss_gradient", "targets_by_name"]
 
 
 class ScalarLossGradient:
@@ -40,3 +42,27 @@ def scalar_loss_gradient(dynamics: Dynamics, loss: Any, targets: Any = ()) -> Sc
     mapping.update(zip(target_leaves, data, strict=True))
     gradient = real_jacobian([loss.xreplace(mapping)], state)
     return ScalarLossGradient(list(gradient), state, data)
+
+
+def targets_by_name(loss: sp.Expr, names: Sequence[str]) -> Any:
+    """The target symbols of ``loss`` in the order of ``names`` (how a compiled form keeps
+    them): Symbols, or the entries ``d[i, 0]`` of a target MatrixSymbol; a name the loss
+    does not use stands for a fresh real Symbol of that name.
+
+    Raises
+    ------
+    DynamicsError
+        When the names mix Symbols and entries of a MatrixSymbol.
+    """
+    if not names:
+        return ()
+    found = {str(s): s for s in (*loss.free_symbols, *loss.atoms(MatrixElement))
+             if str(s) in set(names)}
+    leaves = tuple(found.get(name, sp.Symbol(name, real=True)) for name in names)
+    entries = [isinstance(s, MatrixElement) for s in leaves]
+    if all(entries):
+        return leaves
+    if any(entries):
+        raise DynamicsError("the loss mixes Symbol targets and entries of a MatrixSymbol "
+                            "target; use one kind.")
+    return list(leaves)

@@ -4,6 +4,7 @@ cannot certify."""
 
 import mpmath
 import numpy as np
+import problems
 import pytest
 import sympy as sp
 from test_symbolic_matrix import CASES, mlp
@@ -105,9 +106,25 @@ def test_tangent_equals_sympy_jacobians(case):
         assert _relative(tangent[:, i], row) <= DD_EVALUATION, f"component {i}"
 
 
-@pytest.mark.parametrize("case", list(CASES))
+def _fixed_factor_with_time():
+    """A factor of the parameters alone (``exp(c)``) next to the time."""
+    t, c = sp.Symbol("t"), sp.Symbol("c")
+    z, W, b = sp.MatrixSymbol("z", 2, 1), sp.MatrixSymbol("W", 2, 2), sp.MatrixSymbol("b", 2, 1)
+    return Dynamics(rhs=sp.exp(c) * (W * z) + t * b, state=z, params=[W, b, c], time=t), z
+
+
+def _constant():
+    """No state in ``f`` at all: the output is a parameter node."""
+    z, b = sp.MatrixSymbol("z", 2, 1), sp.MatrixSymbol("b", 2, 1)
+    return Dynamics(rhs=2 * b, state=z, params=[b]), z
+
+
+GRAPHS = {**CASES, "fixed-factor-with-time": _fixed_factor_with_time, "constant": _constant}
+
+
+@pytest.mark.parametrize("case", list(GRAPHS))
 def test_matrix_graph_equals_elementwise_expressions(case):
-    dynamics = CASES[case]()[0]
+    dynamics = GRAPHS[case]()[0]
     rng = np.random.default_rng(6)
     z, dz = DD(rng.uniform(-1, 1, (5, dynamics.n))), DD(rng.standard_normal((5, dynamics.n)))
     theta, v_theta = rng.uniform(0.2, 1, dynamics.p), rng.standard_normal(dynamics.p)
@@ -115,7 +132,8 @@ def test_matrix_graph_equals_elementwise_expressions(case):
     got = dynamics_evaluator(dynamics).bind(theta, v_theta)(t, z, dz)
     expected = dynamics_evaluator(dynamics.as_elementwise()).bind(theta, v_theta)(t, z, dz)
     for a, b in zip(got, expected, strict=True):
-        assert _relative(a, b) <= DD_EVALUATION
+        assert float(np.max(np.abs((a - b).hi))) <= DD_EVALUATION * max(
+            1.0, float(np.max(np.abs(b.hi))))
 
 
 # -- the directional derivative ---------------------------------------------------------------
@@ -229,6 +247,13 @@ def test_self_check_refuses_digits_the_problem_does_not_allow():
                                                           *v, digits=16)
     error = abs(mpmath.fadd(hi, lo, exact=True) - _saddle_exact(6.0)) / info["term_scale"]
     assert estimate <= 1e-14 and float(error) <= 1e-14
+
+
+def test_blow_up_is_reported_where_it_happens():
+    problem = problems.blow_up()  # z = 1 / (1 - t) on [0, 2]
+    with pytest.raises(IntegrationError, match=r"failed at t = 0.99999.*step size underflowed"):
+        high_precision_directional(problem.dynamics, problem.loss, problem.z0, problem.theta,
+                                   problem.times, [[1.0]], [1.0], [0.0, 0.0], digits=16)
 
 
 def test_refuses_more_digits_than_double_double_carries():
