@@ -23,7 +23,9 @@ computed in forward mode together with :math:`f`, never as a Jacobian:
 :meth:`bind` fixes ``theta`` and ``v_theta`` (None: no parameter direction); the bound
 object is called as ``bound(t, z, dz)`` with ``z``, ``dz`` DD arrays ``(B, n)``
 (``dz = None``: no state direction) and returns ``(f, df)`` (``df`` None when both
-directions are absent).
+directions are absent); ``bound.augmented(t, y)`` is the right-hand side ``[f, df]`` of the
+augmented state ``y = [z, dz]``. The batch is evaluated in chunks of rows
+(``CHUNK_ELEMENTS``).
 """
 
 from __future__ import annotations

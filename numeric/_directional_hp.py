@@ -40,6 +40,7 @@ __all__ = [
     "CHECK_DIGITS",
     "DEFAULT_DIGITS",
     "DIGITS_MARGIN",
+    "FLOOR_DIGITS",
     "MAX_DIGITS",
     "MAX_MACRO_STEPS",
     "TOLERANCE_DIGITS",
@@ -48,16 +49,21 @@ __all__ = [
 
 #: Significant digits asked for unless ``digits`` says otherwise.
 DEFAULT_DIGITS = 30
-#: Most digits double-double arithmetic (106 bits, unit roundoff 1.2e-32) can certify:
-#: the check solve runs at a local tolerance of ``10**-(digits + TOLERANCE_DIGITS +
-#: CHECK_DIGITS)``, which must stay above the rounding noise of the extrapolation tableau.
-MAX_DIGITS = 30
+#: Tightest local tolerance a solve may run at, as a power of ten: below about 1e-31 the
+#: rounding noise of double-double arithmetic (unit roundoff 1.2e-32), amplified by the
+#: extrapolation tableau, dominates the error estimate of a macro step.
+FLOOR_DIGITS = 31
 #: A macro step is accepted when its estimated local error is below
-#: ``10**-(digits + TOLERANCE_DIGITS)`` relative to the solution (blockwise floor).
+#: ``10**-(digits + TOLERANCE_DIGITS)`` relative to the solution (normwise per sample and
+#: block).
 TOLERANCE_DIGITS = 0
-#: The check solve runs ``CHECK_DIGITS`` decimal digits tighter; its distance to the
-#: first solve is the error estimate.
-CHECK_DIGITS = 1
+#: The check solve runs ``CHECK_DIGITS`` decimal digits tighter, as the mpmath reference's
+#: does, but never beyond ``FLOOR_DIGITS``; its distance to the first solve is the error
+#: estimate.
+CHECK_DIGITS = 3
+#: Most digits that can be certified: the check solve must run at least one digit tighter
+#: than the answer and no tighter than ``FLOOR_DIGITS``.
+MAX_DIGITS = FLOOR_DIGITS - TOLERANCE_DIGITS - 1
 #: The answer is refused (IntegrationError) unless the error estimate is at most
 #: ``10**-(digits - DIGITS_MARGIN)``, as for the mpmath reference: the estimate measures
 #: the looser solve, whose local errors amplified along the flow may exceed its tolerance
@@ -140,8 +146,9 @@ def _check_digits(digits: Any) -> int:
         raise MethodUnavailable(
             METHOD,
             f"{digits} digits were asked for, but double-double arithmetic (106 bits, unit "
-            f"roundoff 1.2e-32) certifies at most {MAX_DIGITS}: its check solve must run "
-            f"{TOLERANCE_DIGITS + CHECK_DIGITS} digit(s) tighter, above the rounding noise. "
+            f"roundoff 1.2e-32) certifies at most {MAX_DIGITS}: its check solve must run at "
+            f"least one digit tighter, and no tighter than 1e-{FLOOR_DIGITS}, where rounding "
+            "noise takes over. "
             "Use gradient(..., method='high_precision', digits=...) (mpmath, any precision, "
             "small problems) instead.",
         )
@@ -209,7 +216,8 @@ def high_precision_directional(
     double-double parameter products), never as a Jacobian.
 
     The solve is checked before it answers, like ``gradient(method="high_precision")``: it
-    is repeated ``CHECK_DIGITS`` digits tighter and the distance of the two values,
+    is repeated ``CHECK_DIGITS`` digits tighter (at most down to ``10**-FLOOR_DIGITS``,
+    so one digit at 30 digits) and the distance of the two values,
     relative to :math:`\max(|v^T g|, \text{terms})` (``terms`` the sum of the magnitudes
     of the products summed into :math:`v^T g`, the scale a nearly cancelled value is
     accurate to), is the error estimate. The tighter value is returned.
@@ -287,8 +295,9 @@ def high_precision_directional(
                                                         getattr(compiled, "targets", ())))
     start = time.perf_counter()
     solves = []
-    for extra in (0, CHECK_DIGITS):
-        tol = 10.0 ** -(digits + TOLERANCE_DIGITS + extra)
+    check_digits = min(digits + TOLERANCE_DIGITS + CHECK_DIGITS, FLOOR_DIGITS)
+    for tolerance_digits in (digits + TOLERANCE_DIGITS, check_digits):
+        tol = 10.0 ** -tolerance_digits
         solves.append(_solve(bound, values, loss_grad, z0, times, v_z0, v_times,
                              checked.data, tol))
     seconds = time.perf_counter() - start
@@ -297,7 +306,8 @@ def high_precision_directional(
     if not estimate <= 10.0 ** -(digits - DIGITS_MARGIN):
         raise IntegrationError(
             f"high-precision directional solve did not reach {digits} digits: two solves "
-            f"{CHECK_DIGITS} digit(s) apart differ by {estimate:.2e} (relative), more than "
+            f"{check_digits - digits - TOLERANCE_DIGITS} digit(s) apart differ by "
+            f"{estimate:.2e} (relative), more than "
             f"10^-{digits - DIGITS_MARGIN}; the problem may be too ill-conditioned on this "
             "time span for double-double arithmetic. Ask for fewer digits, shorten the "
             "span, or use method 'high_precision' (mpmath) on a small problem.",
