@@ -105,7 +105,8 @@ class _LossGradient:
 
 
 def _symbolic(compiled: Any) -> None:
-    """The symbolic dynamics and loss behind a compiled form, or refuse."""
+    """Refuse a compiled form that does not carry its SymPy dynamics and loss, or whose
+    dynamics or loss are not smooth."""
     if not hasattr(compiled, "dynamics") or not hasattr(compiled, "loss_expr"):
         raise MethodUnavailable(
             METHOD, f"it reads the SymPy dynamics and loss, which {type(compiled).__name__} "
