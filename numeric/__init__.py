@@ -5,6 +5,7 @@ loss."""
 from ._checks import SOLVERS as SOLVERS
 from ._checks import SolverOptions as SolverOptions
 from ._checks import check_solver_options as check_solver_options
+from ._directional_hp import high_precision_directional as high_precision_directional
 from ._errors import InputError as InputError
 from ._errors import IntegrationError as IntegrationError
 from ._errors import MethodUnavailable as MethodUnavailable
@@ -61,5 +62,6 @@ __all__ = [
     "check_solver_options",
     "compute_gradient",
     "gradient",
+    "high_precision_directional",
     "solve",
 ]

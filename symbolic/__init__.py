@@ -13,6 +13,9 @@ from ._compile import MpmathSecondDerivatives as MpmathSecondDerivatives
 from ._compile import compile_problem as compile_problem
 from ._dynamics import Dynamics as Dynamics
 from ._dynamics import DynamicsError as DynamicsError
+from ._loss_gradient import ScalarLossGradient as ScalarLossGradient
+from ._loss_gradient import scalar_loss_gradient as scalar_loss_gradient
+from ._loss_gradient import targets_by_name as targets_by_name
 
 __all__ = [
     "BACKENDS",
@@ -25,7 +28,10 @@ __all__ = [
     "LinearStructure",
     "MpmathFunctions",
     "MpmathSecondDerivatives",
+    "ScalarLossGradient",
     "backend_form",
     "compile_problem",
     "derive_adjoint",
+    "scalar_loss_gradient",
+    "targets_by_name",
 ]
