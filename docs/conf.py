@@ -16,7 +16,7 @@ sys.path.insert(0, str(HERE / "_ext"))
 
 project = "adjoint-verify"
 author = "the adjoint-verify authors"
-copyright = "the adjoint-verify authors"  # noqa: A001
+copyright = "the adjoint-verify authors"
 
 extensions = [
     "myst_parser",

@@ -67,7 +67,7 @@ class Row:
 
     ``error`` follows shared/MATH.md, "Error measure", and is the error at ``entry``, the
     entry of the block furthest past (or closest to) its tolerance; ``reference_kind`` is
-    one of the values of :data:`~verification._report.REFERENCE_KINDS`.
+    one of the values of :data:`~.REFERENCE_KINDS`.
     """
 
     block: str

@@ -49,7 +49,10 @@ __all__ = [
     "states",
 ]
 
+#: Elementwise activations ``mlp_dynamics`` draws from.
 ACTIVATIONS = ("tanh", "sigmoid", "softplus", "sin")
+#: Families of dynamics ``problems`` draws from: ``linear_dynamics``, ``affine_dynamics``,
+#: ``mlp_dynamics`` and ``polynomial_dynamics``.
 FAMILIES = ("linear", "affine", "mlp", "polynomial")
 #: Smooth per-observation losses, by name; compiled once per (dynamics, loss) pair.
 LOSSES = ("half_squared_norm", "squared_distance", "linear", "log_cosh")

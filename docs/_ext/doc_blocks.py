@@ -17,11 +17,19 @@ import contextlib
 import importlib
 import importlib.util
 import io
+import os
+import pathlib
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["FEATURES", "Block", "blocks", "missing_features", "run_blocks"]
+__all__ = ["FEATURES", "Block", "blocks", "missing_features", "run_blocks", "scratch_folder"]
+
+#: The repository's root: pages refer to ``examples/`` and ``references/`` from there.
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+#: Folders of the repository a page's code may read, linked into its scratch folder.
+LINKED = ("examples", "references")
 
 FENCE = re.compile(r"^(?P<fence>`{3,})(?P<info>[^`\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
                    re.M | re.S)
@@ -95,7 +103,7 @@ def run_blocks(page: str, text: str, namespace: dict | None = None) -> list[tupl
     """Run the page's python blocks in order in one namespace; return each block run with
     what it printed. Blocks that require a missing feature are not run (nor any after
     them, which may depend on them)."""
-    namespace = {"__name__": "__docs__"} if namespace is None else namespace
+    namespace = {"__name__": "__main__"} if namespace is None else namespace
     done = []
     for block in blocks(text):
         if block.language != "python":
@@ -107,3 +115,19 @@ def run_blocks(page: str, text: str, namespace: dict | None = None) -> list[tupl
             exec(compile(block.code, f"{page}, line {block.line}", "exec"), namespace)
         done.append((block, out.getvalue()))
     return done
+
+
+@contextlib.contextmanager
+def scratch_folder():
+    """Run a page's code in a fresh folder, as a reader would from a clone's root: the
+    repository's ``examples/`` and ``references/`` are linked in, and whatever the code
+    writes stays in the folder (yielded, removed afterwards)."""
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="adjoint-verify-docs-") as folder:
+        for name in LINKED:
+            os.symlink(ROOT / name, pathlib.Path(folder) / name)
+        os.chdir(folder)
+        try:
+            yield pathlib.Path(folder)
+        finally:
+            os.chdir(cwd)

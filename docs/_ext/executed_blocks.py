@@ -10,12 +10,10 @@ fence with nothing before it, or a block that printed nothing.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
-import tempfile
 
-from doc_blocks import blocks, missing_features, run_blocks
+from doc_blocks import blocks, missing_features, run_blocks, scratch_folder
 from sphinx.errors import ExtensionError
 
 OUTPUT = "{output}"
@@ -34,20 +32,16 @@ def fill_outputs(app, docname: str, source: list[str]) -> None:
             raise ExtensionError(f"{page}: an output fence under '% requires:' cannot be "
                                  "filled where the feature is missing; quote the output "
                                  "in a text block instead")
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory() as scratch:
-        os.chdir(scratch)
+    with scratch_folder() as scratch:
         try:
             printed = {b.start: out for b, out in run_blocks(page, text)}
-            made = [p for p in pathlib.Path(scratch).iterdir() if p.suffix in PICTURES]
-            generated = pathlib.Path(app.srcdir) / "_generated"
-            generated.mkdir(exist_ok=True)
-            for picture in made:
-                shutil.copyfile(picture, generated / picture.name)
         except Exception as exc:
             raise ExtensionError(f"{page}: a code block failed: {exc!r}") from exc
-        finally:
-            os.chdir(cwd)
+        generated = pathlib.Path(app.srcdir) / "_generated"
+        generated.mkdir(exist_ok=True)
+        for picture in scratch.iterdir():
+            if picture.suffix in PICTURES:
+                shutil.copyfile(picture, generated / picture.name)
     pieces, last, previous = [], 0, None
     for block in found:
         if block.language == OUTPUT:
