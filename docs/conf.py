@@ -49,7 +49,8 @@ numpydoc_validation_checks: set[str] = set()
 
 html_theme = "pydata_sphinx_theme"
 html_title = "adjoint-verify"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["wide.css"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
