@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
 import io
 import os
 import pathlib
@@ -37,10 +36,17 @@ REQUIRES = re.compile(r"^% requires: (?P<names>[\w, ]+)$", re.M)
 
 
 def _has_module(name: str) -> bool:
+    """Whether ``name`` imports here (imported, not only found: a module of another
+    checkout on the path must not count)."""
     try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
+        module = importlib.import_module(name)
+        top = importlib.import_module(name.split(".")[0])
+    except ImportError:
         return False
+    if module is top or not getattr(top, "__file__", None):
+        return True
+    # a submodule must come from the same checkout as its package
+    return pathlib.Path(module.__file__).is_relative_to(pathlib.Path(top.__file__).parent)
 
 
 def _has_attribute(module: str, name: str) -> bool:
