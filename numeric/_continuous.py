@@ -188,7 +188,8 @@ def _quadrature_errors_acceptable(unchecked: NDArray, magnitude: NDArray, steps:
 
     ``a_theta`` feeds nothing back, so its global error is the sum of its local errors
     (``unchecked``). Its natural scale is the size of what it sums, :math:`\sum_k |\Delta
-    a_	heta|` over the steps (``magnitude``; MATH.md's term scale), not its final value,
+    a_\theta|` over the steps (``magnitude``; the term scale of the error measure),
+    not its final value,
     which can cancel to nearly zero. The seminorm solution is kept when the summed local
     errors stay within ``steps`` local tolerances ``atol + rtol * magnitude`` in the RMS
     over entries, what a full-norm controller accepting every step allows; else the pass

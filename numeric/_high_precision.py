@@ -55,7 +55,7 @@ GUARD_DIGITS = 10
 #: need some 10 more digits than the tolerance.
 STIFF_GUARD_DIGITS = 10
 #: Bits beyond the working precision carried by the fixed-point arithmetic inside a macro
-#: step (see :class:`Extrapolation`).
+#: step (see :class:`~.Extrapolation`).
 EXTRA_BITS = 64
 #: A macro step is accepted when the extrapolation estimate of its local error is below
 #: ``10**-(digits + TOLERANCE_DIGITS)`` relative to the solution (blockwise floor).
@@ -370,7 +370,7 @@ def high_precision_gradient(
     Inside a macro step the arithmetic is fixed point on Python ints, one binary scale per
     block (``z``, ``S_z``, ``S_theta``) carrying ``EXTRA_BITS`` beyond the working
     precision below the block's largest entry, several times faster than mpf arithmetic
-    (see :class:`Extrapolation`). Accuracy is therefore relative to each block's scale,
+    (see :class:`~.Extrapolation`). Accuracy is therefore relative to each block's scale,
     as the error measure of the audits is; an entry far smaller than the rest of its block
     is accurate in absolute, not relative, terms.
 

@@ -76,7 +76,7 @@ def rk_step(
     Returns
     -------
     z_next : ndarray, shape of ``z``
-    k : ndarray, shape (s, *z.shape)
+    k : ndarray, shape ``(s, *z.shape)``
         The stages, kept for the error estimate and dense output.
     """
     plan = tableau.plan

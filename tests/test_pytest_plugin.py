@@ -1,4 +1,4 @@
-"""The pytest plugin: the README's example file, and a failing gradient shown with its
+"""The pytest plugin: the testing guide's example file, and a failing gradient shown with its
 diagnosis."""
 
 import pathlib
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "guides" / "testing.md"
 
 WRONG_AND_RIGHT = '''
 import numpy as np
@@ -42,9 +42,10 @@ def test_wrong(assert_gradient_correct):
 
 
 def _readme_example() -> str:
-    text = README.read_text()
-    section = text.split("## Testing your own Neural ODE", 1)[1]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    """The test file of the testing guide, as a user copies it."""
+    text = GUIDE.read_text()
+    return next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+                if b.startswith("# test_my_neural_ode.py"))
 
 
 def test_readme_example_file_passes(pytester):

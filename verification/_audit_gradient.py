@@ -137,7 +137,7 @@ def audit_gradient(
     digits : int
         Digits of the high-precision reference, where it is the one used.
     reference : str, optional
-        The reference to hold the implementation to (see :func:`best_reference`): None for
+        The reference to hold the implementation to (see :func:`~.best_reference`): None for
         the most accurate available, or ``"exact"``, ``"high_precision"``,
         ``"forward_sensitivity"``, ``"discrete"`` (with ``solver`` and ``steps``).
     targets, data

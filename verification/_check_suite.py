@@ -44,8 +44,8 @@ def check_job(name: str, data: bytes, impl: str | Callable, rtol: float, atol: f
               ) -> dict[str, Any]:
     """In a worker: audit ``impl`` against the reference file ``data``.
 
-    ``status`` is one of :data:`STATUSES`; a failure carries the failing blocks and their
-    diagnoses, or the implementation's crash.
+    ``status`` is one of :data:`~verification._check_suite.STATUSES`; a failure carries the
+    failing blocks and their diagnoses, or the implementation's crash.
     """
     result: dict[str, Any] = {}
     with JobClock() as clock:
@@ -87,9 +87,9 @@ class SuiteCheck:
     suite : Path
     implementation : str
     results : dict
-        Problem name -> its result: ``status`` (one of :data:`STATUSES`), ``failures``
-        (block, error, tolerance, diagnosis), ``kind`` (the diagnoses' kinds), ``reason``,
-        ``seconds``.
+        Problem name -> its result: ``status`` (one of
+        :data:`~verification._check_suite.STATUSES`), ``failures`` (block, error, tolerance,
+        diagnosis), ``kind`` (the diagnoses' kinds), ``reason``, ``seconds``.
     without_reference : dict
         Problems the sweep recorded without a reference (name -> reason): not checked.
     """

@@ -71,7 +71,7 @@ class ConvergenceStudy:
 
     @property
     def passed(self) -> bool:
-        """Observed order within :data:`ORDER_TOLERANCE` of the expected (at least that much
+        """Observed order within :data:`~.ORDER_TOLERANCE` of the expected (at least that much
         for adaptive solves, which may converge faster than proportionally)."""
         if not np.isfinite(self.observed_order) or not self.asymptotic:
             return False
@@ -81,7 +81,7 @@ class ConvergenceStudy:
 
     @property
     def asymptotic(self) -> bool:
-        """Every error used in the fit is below :data:`ASYMPTOTIC_LIMIT`."""
+        """Every error used in the fit is below :data:`~.ASYMPTOTIC_LIMIT`."""
         worst = self.max_errors()[self.used] if self.used.size else self.max_errors()
         return bool(np.all(worst < ASYMPTOTIC_LIMIT))
 

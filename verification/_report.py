@@ -68,7 +68,7 @@ class Row:
 
     ``error`` follows shared/MATH.md, "Error measure", and is the error at ``entry``, the
     entry of the block furthest past (or closest to) its tolerance; ``reference_kind`` is
-    one of the values of :data:`REFERENCE_KINDS`.
+    one of the values of :data:`~.REFERENCE_KINDS`.
     """
 
     block: str
@@ -220,7 +220,7 @@ class Report:
     def _footnote(self) -> str:
         measures = "; ".join(MEASURE_TEXT.get(m, m) for m in self.measures())
         return (
-            f"Errors are {measures} (README, Tolerances); the worst entry is the one "
+            f"Errors are {measures} (docs: math/error-measure); the worst entry is the one "
             "furthest\npast (or closest to) its tolerance. Kinds of reference: continuous = "
             "exact continuous gradient;\ndiscrete = derivative of the discrete map on the "
             "same frozen step grid; fin.diff. =\nfinite-difference estimate."

@@ -235,8 +235,8 @@ def sweep(problems: Iterable[Problem], out: str | Path, *, digits: int = 30,
     ----------
     problems : iterable of Problem
         E.g. :func:`verification.drawn_problems`, :func:`verification.grid_problems`.
-        Each is filed under :func:`suite_name` (its name and fingerprint); duplicates are
-        written once.
+        Each is filed under :func:`~verification._suite_sources.suite_name` (its name and
+        fingerprint); duplicates are written once.
     out : path
         The suite folder (created if missing). A sweep into a folder that has an index
         resumes: problems with a valid file are skipped, files that are missing or changed

@@ -134,7 +134,7 @@ def compare_block(value: NDArray, reference: NDArray, terms: NDArray | None = No
 
     .. math:: |g_j - g_{ref,j}| \le \mathrm{rtol}_j\, s_j + \mathrm{atol},
 
-    with ``s_j`` from :func:`entry_scales`; the entry reported is the one with the largest
+    with ``s_j`` from :func:`~.entry_scales`; the entry reported is the one with the largest
     ratio of the two sides, its error ``|g_j - g_ref,j| / s_j`` and its tolerance
     ``rtol_j + atol / s_j``, so that ``error <= tolerance`` is the verdict. With a scalar
     ``rtol`` and ``atol = 0`` the error is :math:`\max_j e_j`. ``normwise``: the same in the
@@ -186,7 +186,7 @@ def compare_block(value: NDArray, reference: NDArray, terms: NDArray | None = No
 def block_error(value: NDArray, reference: NDArray, terms: NDArray | None = None, *,
                 measure: str = "componentwise") -> float:
     r"""The error of a block (MATH.md, "Error measure"): :math:`\max_j |g_j - g_{ref,j}| /
-    s_j` with ``s_j`` from :func:`entry_scales` (``componentwise``), or
+    s_j` with ``s_j`` from :func:`~.entry_scales` (``componentwise``), or
     ``|g - g_ref| / max(|g_ref|, |T|)`` in the 2-norm (``normwise``); ``inf`` when ``value``
     is not finite. ``terms`` are the entries' term scales (``info["term_scale"]`` of
     forward sensitivity), zero when not given.

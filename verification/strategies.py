@@ -43,6 +43,7 @@ __all__ = [
     "ACTIVATIONS",
     "FAMILIES",
     "LOSSES",
+    "MAX_SPREAD",
     "affine_dynamics",
     "linear_dynamics",
     "mlp_dynamics",
@@ -54,7 +55,10 @@ __all__ = [
     "stiff_linear_dynamics",
 ]
 
+#: Elementwise activations ``mlp_dynamics`` draws from.
 ACTIVATIONS = ("tanh", "sigmoid", "softplus", "sin")
+#: Families of dynamics ``problems`` draws from: ``linear_dynamics``, ``affine_dynamics``,
+#: ``mlp_dynamics`` and ``polynomial_dynamics``.
 FAMILIES = ("linear", "affine", "mlp", "polynomial")
 #: Smooth per-observation losses, by name; compiled once per (dynamics, loss) pair.
 LOSSES = ("half_squared_norm", "squared_distance", "linear", "log_cosh")
@@ -500,7 +504,7 @@ def stiff_linear_dynamics(*, min_n: int = 2, max_n: int = 3, min_spread: float =
         State size (``n = 1`` has a single eigenvalue: no spread).
     min_spread, max_spread : float
         Ratio of the fastest to the slowest eigenvalue, drawn log-uniformly; at most
-        :data:`MAX_SPREAD` (1e6).
+        :data:`~verification.strategies.MAX_SPREAD` (1e6).
     min_rate, max_rate : float
         Magnitude of the slowest eigenvalue, drawn log-uniformly.
     max_batch, max_observations : int
