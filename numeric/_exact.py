@@ -10,6 +10,7 @@ from symbolic import CompiledForm
 
 from ._checks import observed
 from ._errors import MethodUnavailable
+from ._high_precision import MAX_AUGMENTED_SIZE, tight_reference
 
 __all__ = ["exact_gradient"]
 
@@ -45,9 +46,13 @@ def exact_gradient(
             if not compiled.autonomous
             else "f is not of the form A(theta) z + c(theta) (it is nonlinear in z)"
         )
+        size = z0.shape[0] * compiled.n * (1 + compiled.n + compiled.p)
+        instead = ("Use 'high_precision' for a reference on this problem."
+                   if size <= MAX_AUGMENTED_SIZE else
+                   f"Use {tight_reference(size)} for a reference on this problem.")
         raise MethodUnavailable(
             "exact", f"{reason}; the matrix-exponential reference needs linear autonomous "
-            "dynamics. Use 'high_precision' for a reference on this problem."
+            f"dynamics. {instead}"
         )
     n, p = compiled.n, compiled.p
     B = z0.shape[0]

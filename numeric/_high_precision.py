@@ -285,14 +285,7 @@ def _check_available(compiled: CompiledForm, batch: int) -> None:
     n, p = compiled.n, compiled.p
     size = batch * n * (1 + n + p)
     if size > MAX_AUGMENTED_SIZE:
-        # name what serves instead, and only something that will not refuse in turn
-        stages = 7 + 4
-        if 8.0 * stages * size <= MEMORY_BUDGET:
-            instead = ("'forward_sensitivity' with a tight rtol (e.g. rtol=1e-13, "
-                       "atol=1e-15) instead, or fewer samples")
-        else:
-            instead = ("'interpolated_adjoint' at a tight rtol, or an audit, which certifies "
-                       "it along random directions at this size")
+        instead = tight_reference(size) + " instead, or fewer samples"
         raise MethodUnavailable(
             "high_precision",
             f"the forward-sensitivity system has B * n * (1 + n + p) = {batch} * {n} * "
@@ -300,6 +293,17 @@ def _check_available(compiled: CompiledForm, batch: int) -> None:
             f"{MAX_AUGMENTED_SIZE} that pure-Python mpmath integrates in reasonable time. Use "
             f"{instead}.",
         )
+
+
+def tight_reference(size: int) -> str:
+    """What serves as a reference when the 30-digit one is out of reach, for a forward
+    sensitivity system of ``size = B * n * (1 + n + p)`` unknowns: only something that will
+    not refuse in turn (forward sensitivity within the memory budget)."""
+    stages = 7 + 4
+    if 8.0 * stages * size <= MEMORY_BUDGET:
+        return "'forward_sensitivity' with a tight rtol (e.g. rtol=1e-13, atol=1e-15)"
+    return ("'interpolated_adjoint' at a tight rtol, or an audit, which certifies it along "
+            "random directions at this size")
 
 
 def high_precision_gradient(

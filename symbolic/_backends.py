@@ -3,8 +3,10 @@
 This is the one place where the SymPy expressions become code for the libraries under
 audit: ``verification.adapters`` builds its ``nn.Module`` and its JAX vector field from the
 :class:`BackendForm` made here, so the library differentiates exactly the ``f`` that the
-references of adjoint-verify are derived from. Another derivation path (matrix-valued
-expressions for network-sized ``f``) plugs in by returning the same form.
+references of adjoint-verify are derived from. Matrix-form dynamics are printed from their
+graph of matrix operations (:mod:`symbolic._matrix_graph`): a few products with the
+parameter matrices and elementwise functions, the batch in front, as a person writes a
+network in PyTorch or JAX.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import sympy as sp
 
-from ._dynamics import Dynamics, check_loss, check_targets
+from ._dynamics import Dynamics, DynamicsError, check_loss, check_targets
 
 __all__ = ["BACKENDS", "BackendForm", "backend_form"]
 
@@ -32,9 +35,10 @@ class BackendForm:
     Attributes
     ----------
     rhs : callable ``rhs(z, theta, t) -> dz/dt``
-        ``z`` of shape ``(..., n)`` (any batch shape in front), ``theta`` a sequence of the
-        ``p`` parameters as 0-d arrays in ``dynamics.params`` order, ``t`` a 0-d array
-        (ignored by autonomous dynamics); returns an array of the shape of ``z``.
+        ``z`` of shape ``(..., n)`` (any batch shape in front), ``theta`` a sequence of
+        parameter arrays of shapes ``param_shapes`` (:meth:`unflatten` makes it from the flat
+        ``(p,)`` vector), ``t`` a 0-d array (ignored by autonomous dynamics); returns an
+        array of the shape of ``z``.
     loss : callable ``loss(z, y) -> l``
         ``z`` of shape ``(..., n)``, ``y`` the ``k`` target values of shape ``(..., k)`` (or
         None without targets); returns shape ``(...)``.
@@ -43,7 +47,11 @@ class BackendForm:
         State size, parameter count and number of target symbols of the loss.
     autonomous : bool
     param_names : tuple of str
-        The parameters' names, in ``theta`` order.
+        The parameter arrays' names, in ``theta`` order: every scalar parameter in
+        elementwise form, every parameter matrix (``W1``, ``b1``) in matrix form.
+    param_shapes : tuple of tuple of int
+        Their shapes: ``()`` for a scalar, ``(rows, cols)`` for a parameter matrix (a column
+        ``b1`` is ``(h, 1)``); flattened row-major and concatenated they make ``theta``.
     """
 
     rhs: Callable[..., Any]
@@ -54,6 +62,18 @@ class BackendForm:
     k: int
     autonomous: bool
     param_names: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
+
+    def unflatten(self, theta: Any) -> list[Any]:
+        """The flat ``(p,)`` parameter vector (of this backend's arrays) as the sequence of
+        parameter arrays ``rhs`` takes: slices reshaped to ``param_shapes``."""
+        out, start = [], 0
+        for shape in self.param_shapes:
+            size = int(np.prod(shape, dtype=int))
+            piece = theta[start:start + size]
+            out.append(piece.reshape(shape) if shape else piece[0])
+            start += size
+        return out
 
 
 class _Stacker:
@@ -101,6 +121,8 @@ def backend_form(dynamics: Dynamics, loss: Any, backend: str, targets: Any = ())
     targets = check_targets(dynamics, targets)
     module = BACKENDS[backend][1]
     stack = _Stacker(backend)
+    if dynamics.matrix is not None:
+        return _matrix_form(dynamics, loss, backend, targets, stack)
     state, params = list(dynamics.state), list(dynamics.params)
     time = dynamics.time if dynamics.time is not None else sp.Dummy("t")
     f_entries = sp.lambdify([*state, *params, time], list(dynamics.rhs), modules=module,
@@ -120,4 +142,101 @@ def backend_form(dynamics: Dynamics, loss: Any, backend: str, targets: Any = ())
     return BackendForm(
         rhs=rhs, loss=per_observation_loss, backend=backend, n=n, p=p, k=k,
         autonomous=dynamics.autonomous, param_names=tuple(str(s) for s in params),
+        param_shapes=((),) * p,
+    )
+
+
+def _loss_function(dynamics: Dynamics, loss: sp.Expr, targets: Sequence[Any], module: str,
+                   stack: _Stacker) -> Callable[..., Any]:
+    """The per-observation loss of matrix-form dynamics (an expression in the entries
+    ``z[i, 0]``) as a function of ``z`` of shape ``(..., n)``."""
+    spec = dynamics.matrix
+    entries = [sp.Dummy(f"z{i}") for i in range(dynamics.n)]
+    explicit = loss.xreplace({spec.state[i, 0]: e for i, e in enumerate(entries)})
+    loss_fn = sp.lambdify([*entries, *targets], explicit, modules=module, dummify=True)
+    k = len(targets)
+
+    def per_observation_loss(z, y=None):
+        columns = [z[..., j] for j in range(dynamics.n)]
+        data = [y[..., j] for j in range(k)] if k else []
+        return stack([loss_fn(*columns, *data)], like=columns[0])[..., 0]
+
+    return per_observation_loss
+
+
+def _matrix_form(dynamics: Dynamics, loss: sp.Expr, backend: str, targets: Sequence[Any],
+                 stack: _Stacker) -> BackendForm:
+    """Matrix-form ``f`` evaluated node by node on the graph, the batch in front: a
+    state-dependent column ``x`` is an array ``(..., m)``, so ``W x`` is ``x @ W.T``; a
+    parameter-only node is the matrix itself."""
+    spec = dynamics.matrix
+    graph = spec.graph
+    module = BACKENDS[backend][1]
+    xp = stack.xp
+    leaves = list(spec.leaves)
+    scalar_leaves = [leaf for leaf in leaves if not isinstance(leaf, sp.MatrixSymbol)]
+    time = spec.time if spec.time is not None else sp.Dummy("t")
+    compiled: dict[int, Callable[..., Any]] = {}
+    for node in graph.nodes:
+        if node.op == "scalar":
+            compiled[node.index] = sp.lambdify([time, *scalar_leaves], node.payload,
+                                               modules=module, dummify=True)
+        elif node.op == "apply":
+            activation = node.payload
+            compiled[node.index] = sp.lambdify([activation.variable], activation.body,
+                                               modules=module, dummify=True)
+    constants = {node.index: np.array(node.payload.tolist(), dtype=float)
+                 for node in graph.nodes if node.op == "const"}
+    position = {leaf: i for i, leaf in enumerate(leaves)}
+
+    def as_row(node, value):
+        # a parameter-only column meeting a state-dependent one: (m, 1) -> (m,)
+        return value if node.row else value[..., 0]
+
+    def rhs(z, theta, t):
+        theta = list(theta)
+        scalars = [theta[position[leaf]] for leaf in scalar_leaves]
+        values: dict[int, Any] = {}
+        for node in graph.nodes:
+            args = [values[i] for i in node.args]
+            nodes = [graph.nodes[i] for i in node.args]
+            if node.op == "state":
+                value = z
+            elif node.op == "param":
+                value = theta[node.payload]  # the leaf's position in theta order
+            elif node.op == "time":
+                value = t
+            elif node.op == "scalar":
+                value = compiled[node.index](t, *scalars)
+            elif node.op == "const":
+                value = xp.asarray(constants[node.index], dtype=z.dtype)
+            elif node.op == "matmul":
+                a, x = args
+                value = x @ xp.swapaxes(a, -1, -2) if nodes[1].row else a @ x
+            elif node.op in ("add", "hadamard"):
+                a, b = args
+                if nodes[0].row != nodes[1].row:
+                    a, b = as_row(nodes[0], a), as_row(nodes[1], b)
+                value = a + b if node.op == "add" else a * b
+            elif node.op == "scale":
+                c, x = args
+                value = c * x
+            elif node.op == "apply":
+                value = compiled[node.index](args[0])
+            elif node.op == "transpose":
+                value = xp.swapaxes(args[0], -1, -2)
+            else:  # pragma: no cover - build_graph admits no other operation
+                raise DynamicsError(f"matrix-form operation {node.op!r} has no {backend} "
+                                    "printer")
+            values[node.index] = value
+        out = values[graph.output]
+        if not graph.nodes[graph.output].row:
+            out = out[..., 0]
+        return out + xp.zeros_like(z) if tuple(out.shape) != tuple(z.shape) else out
+
+    shapes = tuple(shape for _, _, shape in spec.offsets)
+    return BackendForm(
+        rhs=rhs, loss=_loss_function(dynamics, loss, targets, module, stack), backend=backend,
+        n=dynamics.n, p=dynamics.p, k=len(targets), autonomous=dynamics.autonomous,
+        param_names=tuple(str(leaf) for leaf in leaves), param_shapes=shapes,
     )

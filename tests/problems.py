@@ -22,6 +22,7 @@ __all__ = [
     "constant_drift",
     "constant_drift_gradient",
     "linear_dynamics",
+    "matrix_network",
     "non_analytic",
     "seed_linear",
     "time_dependent_nonlinear",
@@ -150,6 +151,31 @@ def time_dependent_nonlinear() -> Problem:
         theta=np.array([1.2, 0.5, 1.5, 0.3, 0.8]),
         times=np.array([0.2, 0.6, 1.1, 1.7]),
         name="time_dependent_nonlinear",
+    )
+
+
+def matrix_network() -> Problem:
+    """A network in matrix form with every construct the adapters print: products with
+    parameter matrices, a transpose, a Hadamard product with a constant column, tanh, a
+    time-dependent scalar factor and a scalar parameter, ``t_0 != 0``, uneven intervals."""
+    n, h = 3, 6
+    z = sp.MatrixSymbol("z", n, 1)
+    W1, b1 = sp.MatrixSymbol("W1", h, n), sp.MatrixSymbol("b1", h, 1)
+    W2, b2 = sp.MatrixSymbol("W2", n, h), sp.MatrixSymbol("b2", n, 1)
+    c, t = sp.symbols("c t")
+    mask = sp.ImmutableMatrix([1.0, 0.5, -1.0])
+    hidden = (W1 * z + b1).applyfunc(sp.tanh)
+    rhs = (1 + sp.sin(t) / 2) * W2 * hidden + c * sp.HadamardProduct(mask, b2) \
+        - sp.Rational(1, 10) * W1.T * hidden
+    rng = np.random.default_rng(5)
+    dynamics = Dynamics(rhs=rhs, state=z, params=[W1, b1, W2, b2, c], time=t)
+    return Problem(
+        dynamics=dynamics,
+        loss=((z.T * z)[0, 0] - z[0, 0]) / 2,
+        z0=rng.standard_normal((3, n)),
+        theta=0.5 * rng.standard_normal(dynamics.p),
+        times=np.array([0.2, 0.6, 1.1, 1.7]),
+        name="matrix_network",
     )
 
 

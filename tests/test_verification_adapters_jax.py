@@ -31,6 +31,24 @@ def test_vector_field_computes_f_with_its_time_argument():
             assert relative_error(got, compiled.rhs(problem.z0, problem.theta, t)) <= ROUNDING
 
 
+def test_matrix_form_vector_field_and_backprop():
+    """Matrix form: the field computes f from the flat theta, and backpropagation through
+    Tsit5 is our discrete adjoint to rounding."""
+    problem = problems.matrix_network()
+    field = jax_function(problem.dynamics)
+    compiled = numeric._checks.check_compiled(problem.dynamics, problem.loss)
+    with jax.enable_x64(True):
+        got = np.asarray(field(0.7, jax.numpy.asarray(problem.z0),
+                               jax.numpy.asarray(problem.theta)))
+    assert relative_error(got, compiled.rhs(problem.z0, problem.theta, 0.7)) <= ROUNDING
+    grad_fn = diffrax_gradient(problem.dynamics, problem.loss, solver="Tsit5", steps=2)
+    blocks = grad_fn(problem.z0, problem.theta, problem.times)
+    g = numeric.gradient(problem.dynamics, problem.z0, problem.theta, problem.times,
+                         loss=problem.loss, method="discrete_adjoint", solver="tsit5", steps=2)
+    errors = {b: relative_error(v, getattr(g, b)) for b, v in zip(BLOCKS, blocks, strict=True)}
+    assert max(errors.values()) <= ROUNDING, errors
+
+
 @pytest.mark.parametrize(("solver", "ours"), [
     pytest.param("Euler", "euler", id="Euler"),
     pytest.param("Midpoint", "midpoint", id="Midpoint"),

@@ -54,6 +54,28 @@ def test_module_computes_f_with_its_time_argument():
         assert relative_error(got.detach().numpy(), expected) <= ROUNDING
 
 
+def test_matrix_form_module_has_one_parameter_per_matrix_and_computes_f():
+    problem = problems.matrix_network()
+    module = torch_module(problem.dynamics, problem.theta)
+    shapes = [(name, tuple(q.shape)) for name, q in module.named_parameters()]
+    assert shapes == [("W1", (6, 3)), ("b1", (6, 1)), ("W2", (3, 6)), ("b2", (3, 1)),
+                      ("c", ())]
+    assert np.array_equal(module.theta().detach().numpy(), problem.theta)
+    compiled = numeric._checks.check_compiled(problem.dynamics, problem.loss)
+    for t in (0.2, 1.3):
+        got = module(torch.tensor(t, dtype=torch.float64), torch.tensor(problem.z0))
+        expected = compiled.rhs(problem.z0, problem.theta, t)
+        assert relative_error(got.detach().numpy(), expected) <= ROUNDING
+
+
+def test_matrix_form_backprop_equals_our_discrete_adjoint():
+    problem = problems.matrix_network()
+    grad_fn = torchdiffeq_gradient(problem.dynamics, problem.loss, method="rk4", steps=3)
+    errors = _blockwise(grad_fn(problem.z0, problem.theta, problem.times),
+                        _ours(problem, "discrete_adjoint", solver="rk4_38", steps=3))
+    assert max(errors.values()) <= ROUNDING, errors
+
+
 def test_module_in_float32():
     problem = builtin_problem("lotka_volterra")
     module = torch_module(problem.dynamics, problem.theta, dtype=torch.float32)

@@ -77,13 +77,16 @@ def test_torchdiffeq_table_on_contracting(capsys):
     assert "float32's rounding tier" in out
 
 
-def test_torchdiffeq_json(capsys):
+def test_torchdiffeq_json_on_the_matrix_form_network(capsys):
+    """The built-in network in matrix form (one nn.Parameter per matrix): every mode passes
+    but torchdiffeq's own step_size grid, whose observation-time gradients are missing."""
     import_extra("torchdiffeq")
-    assert main(["peers", "--library", "torchdiffeq", "--problem", "linear", "--json"]) == 1
+    assert main(["peers", "--library", "torchdiffeq", "--problem", "network", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     failed = {(row["method"], row["block"]) for row in data["rows"] if not row["passed"]}
     assert failed == {("odeint rk4 step_size=0.015625 float64", "times")}
-    assert data["problems"][0]["name"] == "torchdiffeq / linear"
+    assert data["problems"][0]["name"] == "torchdiffeq / network"
+    assert "82 parameters" in data["problems"][0]["description"]
 
 
 def test_diffrax_table_on_a_smooth_problem_passes(capsys):

@@ -98,6 +98,41 @@ def test_certified_reference_bounds_its_own_error(setup):
     assert 0 < CERTIFY_FRACTION < 1
 
 
+def test_verdicts_beyond_a_float64_certificate_are_certified_in_double_double():
+    """At an rtol the float64 tangent cannot certify, the same directions are computed in
+    double-double and the reference adjoint tightened: the certificate falls below 1e-11,
+    the 30-digit gradient passes at rtol 1e-10 and one entry of W1 off by 1e-8 fails,
+    named."""
+    dyn, loss = network(2, 3)
+    z0, theta = inputs(dyn, batch=2)
+    checked = check_problem(dyn, loss, z0, theta, TIMES)
+    _, _, float64_error, plain = certified_adjoint(checked.compiled, checked.z0,
+                                                   checked.theta, checked.times)
+    assert plain.precision == "float64 tangent"
+    _, _, error, certificate = certified_adjoint(checked.compiled, checked.z0, checked.theta,
+                                                 checked.times, accuracy=1e-10)
+    assert "double-double" in certificate.precision and not certificate.caveat
+    assert error <= 1e-11 < 10 * float64_error
+    truth = gradient(dyn, z0, theta, TIMES, loss=loss, method="high_precision")
+
+    def exact(z, th, t):
+        return truth.z0, truth.theta, truth.times
+
+    report = audit_gradient(dyn, exact, z0, theta, TIMES, loss=loss, rtol=1e-10,
+                            strategy="directional")
+    assert report.passed, str(report)
+    assert "double-double references" in report.problems[0].reference
+
+    def off(z, th, t):
+        bad = truth.theta.copy()
+        bad[0] *= 1 + 1e-8
+        return truth.z0, bad, truth.times
+
+    report = audit_gradient(dyn, off, z0, theta, TIMES, loss=loss, rtol=1e-10,
+                            strategy="directional")
+    assert not report.passed and "W1[0, 0]" in str(report)
+
+
 def test_strategy_follows_the_cost_of_per_entry_references():
     dyn, loss = network()
     small = check_problem(dyn, loss, *inputs(dyn), TIMES).compiled

@@ -21,7 +21,6 @@ from ._diagnose import EXPLAINED, diagnose
 from ._explain import library_untraced, traced
 from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, SKIP_KINDS, ProblemSummary, Report, Row, Skipped, entry_label
-from ._scale import CERTIFIED_LABEL
 from ._tolerances import block_error, check_measure, compare_block
 
 __all__ = [
@@ -236,7 +235,7 @@ def _cost_notes(reference: ReferenceGradient, seconds: float) -> tuple[str, ...]
     certificate = reference.certificate
     if certificate is None:
         return (f"strategy: per-entry reference ({reference.label}); {seconds:.1f} s",)
-    return (f"strategy: directional (network size): {CERTIFIED_LABEL} certified along "
+    return (f"strategy: directional (network size): {certificate.label} certified along "
             f"{certificate.directions} random directions, {certificate.per_block} per block, "
             f"seed {certificate.seed}",
             f"cost: {certificate.solves} solves of the state and its tangents or adjoint, "
@@ -256,8 +255,8 @@ def _check_certifies(reference: ReferenceGradient, rtol: float) -> None:
     if rtol < REFERENCE_MARGIN * reference.error:
         raise InputError(
             f"`rtol` = {rtol:g} is below what the reference ({reference.label}, error "
-            f"<= {reference.error:.0e}) can certify; use rtol >= "
-            f"{REFERENCE_MARGIN * reference.error:.0e}{alternative}."
+            f"<= {reference.error:.1e}) can certify; use rtol >= "
+            f"{REFERENCE_MARGIN * reference.error:.1e}{alternative}."
         )
 
 

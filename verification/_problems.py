@@ -87,6 +87,29 @@ def _tanh_layer() -> Problem:
     )
 
 
+def _network() -> Problem:
+    n, h = 2, 16
+    z = sp.MatrixSymbol("z", n, 1)
+    W1, b1 = sp.MatrixSymbol("W1", h, n), sp.MatrixSymbol("b1", h, 1)
+    W2, b2 = sp.MatrixSymbol("W2", n, h), sp.MatrixSymbol("b2", n, 1)
+    rng = np.random.default_rng(11)
+    theta = np.concatenate([rng.standard_normal(h * n) / np.sqrt(n),
+                            0.3 * rng.standard_normal(h),
+                            rng.standard_normal(n * h) / np.sqrt(h),
+                            0.3 * rng.standard_normal(n)])
+    return Problem(
+        dynamics=Dynamics(rhs=W2 * (W1 * z + b1).applyfunc(sp.tanh) + b2, state=z,
+                          params=[W1, b1, W2, b2]),
+        loss=((z.T * z)[0, 0] - 1) ** 2 / 4,
+        z0=rng.uniform(-1, 1, (4, n)),
+        theta=theta,
+        times=np.array([0.0, 0.5, 1.0]),
+        name="network",
+        description="a Neural-ODE network f = W2 tanh(W1 z + b1) + b2 in matrix form, "
+        f"{n} -> {h} -> {n}, 82 parameters",
+    )
+
+
 def _lotka_volterra() -> Problem:
     x, y = sp.symbols("x y")
     alpha, beta, delta, gamma = sp.symbols("alpha beta delta gamma")
@@ -243,6 +266,7 @@ BUILTIN_PROBLEMS: dict[str, Callable[[], Problem]] = {
     "lotka_volterra": _lotka_volterra,
     "van_der_pol": _van_der_pol,
     "forced_oscillator": _forced_oscillator,
+    "network": _network,
     "contracting": _contracting,
     "robertson": _robertson,
     "stiff_van_der_pol": _stiff_van_der_pol,
@@ -252,7 +276,8 @@ BUILTIN_PROBLEMS: dict[str, Callable[[], Problem]] = {
 STIFF_PROBLEMS = ("robertson", "stiff_van_der_pol", "stiff_linear")
 
 #: The problems ``adjoint-verify demo`` audits: every method is expected to pass on them.
-DEMO_PROBLEMS = ("linear", "tanh", "lotka_volterra", "van_der_pol", "forced_oscillator")
+DEMO_PROBLEMS = ("linear", "tanh", "lotka_volterra", "van_der_pol", "forced_oscillator",
+                 "network")
 
 
 def builtin_problem(name: str) -> Problem:

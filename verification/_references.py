@@ -21,7 +21,7 @@ from numeric._magnitudes import adjoint_term_scales
 from numeric._stiffness import is_stiff
 
 from ._report import BLOCKS, REFERENCE_KINDS, entry_label
-from ._scale import CERTIFIED_LABEL, certified_adjoint, per_entry_affordable
+from ._scale import certified_adjoint, per_entry_affordable
 from ._tolerances import ROUNDING, entry_scales, solver_tolerance
 
 __all__ = [
@@ -187,7 +187,7 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
     strategy = check_strategy(strategy)
     if reference is None and strategy != "per-entry" and (
             strategy == "directional" or not per_entry_affordable(compiled, z0)):
-        return _scale_reference(compiled, z0, theta, times, data, seed, certify)
+        return _scale_reference(compiled, z0, theta, times, data, seed, certify, accuracy)
     if reference is not None and reference not in REFERENCES:
         raise InputError(f"`reference` must be one of {', '.join(map(repr, REFERENCES))} or "
                          f"None (the best available), got {reference!r}.")
@@ -244,7 +244,8 @@ def check_strategy(strategy) -> str:
     return strategy
 
 
-def _scale_reference(compiled, z0, theta, times, data, seed, certify) -> ReferenceGradient:
+def _scale_reference(compiled, z0, theta, times, data, seed, certify,
+                     accuracy=None) -> ReferenceGradient:
     """The network-size reference: certified, or (``certify=False``) an interpolated
     adjoint at rtol 1e-10 claiming no error, for diagnoses only."""
     if not certify:
@@ -255,8 +256,9 @@ def _scale_reference(compiled, z0, theta, times, data, seed, certify) -> Referen
         return ReferenceGradient(g, "interpolated_adjoint@1e-10 (uncertified)",
                                  solver_tolerance(1e-10, 1e-12))
     gradient, terms, error, certificate = certified_adjoint(compiled, z0, theta, times,
-                                                            data=data, seed=seed)
-    return ReferenceGradient(gradient, CERTIFIED_LABEL,
+                                                            data=data, seed=seed,
+                                                            accuracy=accuracy)
+    return ReferenceGradient(gradient, certificate.label,
                              math.inf if certificate.caveat else error,
                              caveat=certificate.caveat, certificate=certificate, terms=terms)
 

@@ -29,10 +29,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from numeric import (
+    IntegrationError,
+    MethodUnavailable,
     check_solver_options,
     compute_gradient,
+    high_precision_directional,
 )
 from numeric._directional import Direction, tangent_directionals
+from numeric._directional_hp import MAX_DIGITS as HP_MAX_DIGITS
 from numeric._magnitudes import adjoint_term_scales
 
 from ._report import BLOCKS
@@ -58,10 +62,15 @@ DIRECTIONS_PER_BLOCK = 4
 CERTIFY_FRACTION = 0.02
 #: Tolerances of the adjoint that serves as the reference vector.
 REFERENCE_RTOL, REFERENCE_ATOL = 1e-12, 1e-14
+#: ... and where a verdict needs more than that certifies: the adjoint one decade tighter,
+#: certified by double-double directional references (float64 rounding is near).
+TIGHT_REFERENCE_RTOL, TIGHT_REFERENCE_ATOL = 1e-13, 1e-15
 #: The label of that reference in reports.
 CERTIFIED_LABEL = "interpolated_adjoint@1e-12"
 #: The seed of the directions unless the caller gives one (reported either way).
 DEFAULT_SEED = 20261201
+#: Fewest digits the double-double certification asks for: below 17 float64 would do.
+HP_MIN_DIGITS = 17
 
 
 def per_entry_affordable(compiled, z0: NDArray) -> bool:
@@ -110,19 +119,31 @@ class Certificate:
     solves: int = 0
     seconds: float = 0.0
     caveat: str = ""
+    #: What the directional references were: the float64 tangent system at three tight
+    #: tolerances, or (where the verdict needs more digits) the double-double one.
+    precision: str = "float64 tangent"
+    #: The reference vector the certificate is about.
+    label: str = CERTIFIED_LABEL
 
     def describe(self) -> str:
         worst = max(self.bounds.values(), default=0.0)
         text = (f"certified along {self.directions} random directions ({self.per_block} per "
-                f"block, seed {self.seed}): every entry within {worst:.1e} of its scale, "
-                f"except with probability <= {(0.8 * CERTIFY_FRACTION) ** self.per_block:.0e} "
-                "per block")
+                f"block, seed {self.seed}, {self.precision} references): every entry within "
+                f"{worst:.1e} of its scale, except with probability <= "
+                f"{(0.8 * CERTIFY_FRACTION) ** self.per_block:.0e} per block")
         return text if not self.caveat else f"{text}; {self.caveat}"
 
 
 def certified_adjoint(compiled, z0: NDArray, theta: NDArray, times: NDArray, *, data=None,
-                      seed: int | None = None, per_block: int = DIRECTIONS_PER_BLOCK):
+                      seed: int | None = None, per_block: int = DIRECTIONS_PER_BLOCK,
+                      accuracy: float | None = None):
     """The interpolated adjoint at rtol 1e-12, its term scales, and its certificate.
+
+    The directional references are the float64 tangent system at three tight tolerances.
+    Where that certifies too little for a verdict at ``accuracy`` (an ``rtol`` below
+    ``REFERENCE_MARGIN`` times the bound), the same directions are computed again in
+    double-double arithmetic (:func:`numeric.high_precision_directional`), whose error is
+    negligible, so that the bound is the reference vector's own error.
 
     Returns
     -------
@@ -136,10 +157,7 @@ def certified_adjoint(compiled, z0: NDArray, theta: NDArray, times: NDArray, *, 
     """
     start = time.perf_counter()
     seed = DEFAULT_SEED if seed is None else int(seed)
-    options = check_solver_options("dopri5", steps=None, rtol=REFERENCE_RTOL,
-                                   atol=REFERENCE_ATOL, max_steps=1_000_000)
-    gradient = compute_gradient(compiled, z0, theta, times, "interpolated_adjoint", options,
-                                data=data)
+    gradient = _adjoint(compiled, z0, theta, times, data, REFERENCE_RTOL, REFERENCE_ATOL)
     terms = adjoint_term_scales(compiled, z0, theta, times, data=data)
     scales = {b: entry_scales(getattr(gradient, b), terms[b]).reshape(np.shape(terms[b]))
               for b in BLOCKS}
@@ -147,13 +165,63 @@ def certified_adjoint(compiled, z0: NDArray, theta: NDArray, times: NDArray, *, 
     named = random_directions(compiled, scales, rng, per_block)
     values = tangent_directionals(compiled, z0, theta, times, [v for _, v in named], data=data)
     certificate = Certificate(seed, len(named), per_block, solves=2 + 3 + 3)
-    for (name, v), reference in zip(named, values, strict=True):
-        mismatch = abs(v.dot(gradient.z0, gradient.theta, gradient.times) - reference.value)
-        bound = (mismatch + reference.error) / CERTIFY_FRACTION
+    _bound(certificate, gradient, named, [(r.value, r.error, r.info.get("caveat"))
+                                          for r in values])
+    error = max(max(certificate.bounds.values(), default=0.0), ROUNDING)
+    from ._references import REFERENCE_MARGIN
+
+    if accuracy is not None and (certificate.caveat or accuracy < REFERENCE_MARGIN * error):
+        precise = _high_precision_values(compiled, z0, theta, times, data, named, accuracy)
+        if precise is not None:
+            gradient = _adjoint(compiled, z0, theta, times, data, TIGHT_REFERENCE_RTOL,
+                                TIGHT_REFERENCE_ATOL)
+            certificate = Certificate(seed, len(named), per_block,
+                                      solves=certificate.solves + 2 + 2 * len(named),
+                                      precision=precise[1],
+                                      label=f"interpolated_adjoint@{TIGHT_REFERENCE_RTOL:g}")
+            _bound(certificate, gradient, named, precise[0])
+            error = max(max(certificate.bounds.values(), default=0.0), ROUNDING)
+    certificate.seconds = time.perf_counter() - start
+    return gradient, terms, error, certificate
+
+
+def _adjoint(compiled, z0, theta, times, data, rtol, atol):
+    options = check_solver_options("dopri5", steps=None, rtol=rtol, atol=atol,
+                                   max_steps=1_000_000)
+    return compute_gradient(compiled, z0, theta, times, "interpolated_adjoint", options,
+                            data=data)
+
+
+def _bound(certificate: Certificate, gradient, named, values) -> None:
+    """Fill ``certificate.bounds`` from the directional references ``(value, absolute
+    error, caveat)``."""
+    for (name, v), (value, error, caveat) in zip(named, values, strict=True):
+        mismatch = abs(v.dot(gradient.z0, gradient.theta, gradient.times) - value)
+        bound = (mismatch + error) / CERTIFY_FRACTION
         if not math.isfinite(bound) and not certificate.caveat:
             certificate.caveat = (f"the directional check of {name} has no error bound: "
-                                  f"{reference.info.get('caveat', 'its solve failed')}")
+                                  f"{caveat or 'its solve failed'}")
         certificate.bounds[name] = max(certificate.bounds.get(name, 0.0), bound)
-    certificate.seconds = time.perf_counter() - start
-    error = max(max(certificate.bounds.values(), default=0.0), ROUNDING)
-    return gradient, terms, error, certificate
+
+
+def _high_precision_values(compiled, z0, theta, times, data, named, accuracy):
+    """The directions' ``v^T g`` in double-double arithmetic, with digits enough that
+    their error is a small fraction of what a verdict at ``accuracy`` may carry; None
+    where the double-double evaluator does not apply (the float64 certificate stands)."""
+    from ._references import REFERENCE_MARGIN
+
+    # the bound divides the references' error by CERTIFY_FRACTION and must stay
+    # REFERENCE_MARGIN below accuracy: ask for ten times less than that
+    wanted = CERTIFY_FRACTION * accuracy / (REFERENCE_MARGIN * 10.0)
+    digits = int(min(HP_MAX_DIGITS, max(HP_MIN_DIGITS, math.ceil(-math.log10(wanted)))))
+    out = []
+    for _, v in named:
+        try:
+            (hi, lo), estimate, info = high_precision_directional(
+                compiled, None, z0, theta, times, v.z0, v.theta, v.times, digits=digits,
+                data=data)
+        except (MethodUnavailable, IntegrationError):
+            return None
+        scale = max(abs(hi), float(info.get("term_scale", 0.0)))
+        out.append((hi + lo, estimate * scale, None))
+    return out, f"{digits}-digit double-double"

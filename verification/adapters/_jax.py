@@ -46,8 +46,9 @@ _DTYPES = ("float64", "float32")
 def jax_function(dynamics: Dynamics) -> Callable[..., Any]:
     """``f`` as a diffrax vector field ``f(t, z, theta)``.
 
-    ``z`` is ``(..., n)``, ``theta`` the ``(p,)`` parameters in ``dynamics.params`` order
-    (diffrax's ``args``), ``t`` a scalar ignored where ``f`` does not depend on time.
+    ``z`` is ``(..., n)``, ``theta`` the flat ``(p,)`` parameters in theta order (diffrax's
+    ``args``; in matrix form the field reshapes its slices into the parameter matrices),
+    ``t`` a scalar ignored where ``f`` does not depend on time.
     """
     if not isinstance(dynamics, Dynamics):
         raise DynamicsError(f"`dynamics` must be a symbolic.Dynamics, got "
@@ -55,7 +56,7 @@ def jax_function(dynamics: Dynamics) -> Callable[..., Any]:
     form = backend_form(dynamics, 0, "jax")
 
     def vector_field(t, z, theta):
-        return form.rhs(z, [theta[i] for i in range(form.p)], t)
+        return form.rhs(z, form.unflatten(theta), t)
 
     return vector_field
 

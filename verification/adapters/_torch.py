@@ -62,16 +62,19 @@ class SympyModule(torch.nn.Module):
     """``f(z, theta, t)`` of a :class:`symbolic.Dynamics` as an ``nn.Module``.
 
     ``forward(t, z)`` takes torchdiffeq's argument order; ``z`` is ``(..., n)`` and ``t`` a
-    0-d tensor, ignored where ``f`` does not depend on time. Each scalar parameter is one
-    0-d ``nn.Parameter`` named after its symbol, registered in ``dynamics.params`` order, so
-    ``torch.cat([q.reshape(-1) for q in module.parameters()])`` is ``theta``.
+    0-d tensor, ignored where ``f`` does not depend on time. In elementwise form each scalar
+    parameter is one 0-d ``nn.Parameter`` named after its symbol; in matrix form each
+    parameter matrix is one ``nn.Parameter`` of its shape (``W1`` ``(h, n)``, a column
+    ``b1`` ``(h, 1)``), as in a hand-written network. They are registered in theta order,
+    so ``torch.cat([q.reshape(-1) for q in module.parameters()])`` is ``theta``.
     """
 
     def __init__(self, dynamics: Dynamics, theta: np.ndarray, dtype: torch.dtype):
         super().__init__()
         self.form = backend_form(dynamics, 0, "torch")
         self._names = _parameter_names(self.form.param_names)
-        for name, value in zip(self._names, theta, strict=True):
+        values = self.form.unflatten(np.asarray(theta, dtype=float))
+        for name, value in zip(self._names, values, strict=True):
             self.register_parameter(name, torch.nn.Parameter(torch.tensor(value, dtype=dtype)))
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -79,8 +82,8 @@ class SympyModule(torch.nn.Module):
 
     def theta(self) -> torch.Tensor:
         """The parameters as one ``(p,)`` tensor in ``theta`` order."""
-        return torch.stack([getattr(self, name) for name in self._names]) if self._names \
-            else torch.zeros(0)
+        return torch.cat([getattr(self, name).reshape(-1) for name in self._names]) \
+            if self._names else torch.zeros(0)
 
     def extra_repr(self) -> str:
         return f"n={self.form.n}, p={self.form.p}, parameters={', '.join(self._names)}"
@@ -229,7 +232,7 @@ def torchdiffeq_gradient(
         total.backward()
         grads = [q.grad if q.grad is not None else torch.zeros_like(q)
                  for q in module.parameters()]
-        dtheta = torch.stack(grads) if grads else torch.zeros(0)
+        dtheta = torch.cat([q.reshape(-1) for q in grads]) if grads else torch.zeros(0)
         return (z.grad.double().numpy(), dtheta.double().detach().numpy(),
                 t.grad.double().numpy())
 
