@@ -495,12 +495,22 @@ def compile_problem(dynamics: Dynamics, loss: Any, targets: Any = ()) -> Compile
     CompiledDynamics
         Cached: compiling the same pair again returns the same object.
     """
-    loss_expr = check_loss(dynamics, loss, targets)
-    target_symbols = check_targets(dynamics, targets)
+    key = tuple(targets) if isinstance(targets, (list, tuple)) else targets
     try:
-        return _compile_cached(dynamics, loss_expr, target_symbols)
-    except TypeError as exc:  # unhashable pieces: compile without the cache
+        # the checks of the loss walk its expression: seen pairs skip them (a solver's
+        # gradient is called once per training step)
+        return _checked_and_compiled(dynamics, loss, key)
+    except TypeError as exc:  # unhashable pieces: check and compile without the caches
         if "unhashable" not in str(exc):
             raise
-        return _compile_cached.__wrapped__(dynamics, loss_expr, target_symbols)
+    loss_expr = check_loss(dynamics, loss, targets)
+    target_symbols = check_targets(dynamics, targets)
+    return _compile_cached.__wrapped__(dynamics, loss_expr, target_symbols)
+
+
+@functools.lru_cache(maxsize=128)
+def _checked_and_compiled(dynamics: Dynamics, loss: Any, targets: Any) -> CompiledDynamics:
+    loss_expr = check_loss(dynamics, loss, targets)
+    target_symbols = check_targets(dynamics, targets)
+    return _compile_cached(dynamics, loss_expr, target_symbols)
 

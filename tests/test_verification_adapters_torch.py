@@ -105,6 +105,38 @@ def test_fixed_grid_backprop_equals_our_discrete_adjoint(method, ours):
         assert max(errors.values()) <= ROUNDING, f"{method} vs {reference}: {errors}"
 
 
+def test_adams_bashforth_coefficients_are_exact_and_torchdiffeqs():
+    from torchdiffeq._impl.fixed_adams import _BASHFORTH_DIVISOR
+
+    from numeric._multistep import MAX_HISTORY, bashforth_coefficients
+
+    assert bashforth_coefficients(2) == (1.5, -0.5)
+    assert np.allclose(np.array(bashforth_coefficients(4)) * 24, [55, -59, 37, -9],
+                       rtol=0, atol=1e-13)
+    for order in range(1, MAX_HISTORY + 1):
+        assert bashforth_coefficients(order) == tuple(_BASHFORTH_DIVISOR[order].tolist())
+
+
+@pytest.mark.parametrize("make", [problems.time_dependent_nonlinear, problems.matrix_network],
+                         ids=["nonlinear", "matrix-form"])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_explicit_adams_backprop_is_the_derivative_of_our_adams_bashforth_map(make, steps):
+    """The Runge–Kutta start (steps 1, 2) and the Adams–Bashforth steps that follow, time
+    gradients included: torchdiffeq's backpropagation equals our map's complex-step
+    derivative to rounding, and not classical RK4's derivative."""
+    problem = make()
+    grad_fn = torchdiffeq_gradient(problem.dynamics, problem.loss, method="explicit_adams",
+                                   steps=steps)
+    assert grad_fn.matching_solver == "adams_bashforth"
+    options = {"loss": problem.loss, "reference": "discrete", "steps": steps}
+    report = audit_gradient(problem.dynamics, grad_fn, problem.z0, problem.theta,
+                            problem.times, rtol=1e-11, solver="adams_bashforth", **options)
+    assert report.passed, str(report)
+    other = audit_gradient(problem.dynamics, grad_fn, problem.z0, problem.theta,
+                           problem.times, rtol=1e-11, solver="rk4_38", **options)
+    assert not other.passed
+
+
 def test_default_grid_is_one_step_per_interval():
     problem = problems.time_dependent_nonlinear()
     grad_fn = torchdiffeq_gradient(problem.dynamics, problem.loss, method="rk4")

@@ -10,8 +10,15 @@ import sys
 import pytest
 from helpers import import_extra
 
+from verification import builtin_problem
 from verification._cli import main
 from verification.adapters import MissingExtra, diffrax_gradient, torchdiffeq_gradient
+
+
+def _label(mode) -> str:
+    from verification._peers import _short_label
+
+    return _short_label(mode.build(builtin_problem("van_der_pol")))
 
 
 def test_import_needs_neither_torch_nor_jax():
@@ -75,6 +82,31 @@ def test_torchdiffeq_table_on_contracting(capsys):
     assert "ours: rk4_38 on the same grid" in line("odeint rk4 32/interval float64")
     assert "5e-04" in line("odeint rk4 32/interval float32")
     assert "float32's rounding tier" in out
+    # explicit_adams: backpropagation is the derivative of the Adams–Bashforth map
+    assert "pass" in line("odeint explicit_adams 32/interval float64")
+    assert "ours: adams_bashforth on the same grid" in out
+
+
+def test_a_diverging_adams_bashforth_map_gets_no_verdict():
+    """van der Pol at 32 steps per interval: the order-11 formula's map overflows, so there
+    is no reference; the row says why instead of passing or failing."""
+    import_extra("torchdiffeq")
+    from verification._peers import _audit_mode, peer_modes
+
+    mode = next(m for m in peer_modes("torchdiffeq")
+                if _label(m) == "odeint explicit_adams 32/interval float64")
+    report = _audit_mode(builtin_problem("van_der_pol"), mode, "torchdiffeq / van_der_pol")
+    assert not report.rows
+    assert "no exact reference: the Adams–Bashforth map became non-finite" in (
+        report.skipped[0].reason)
+
+
+def test_peers_leave_out_stiff_problems_and_refuse_them_by_name(capsys):
+    from verification._peers import PEER_PROBLEMS
+
+    assert "robertson" not in PEER_PROBLEMS and "network" in PEER_PROBLEMS
+    assert main(["peers", "--problem", "robertson"]) == 2
+    assert "'robertson' is stiff" in capsys.readouterr().err
 
 
 def test_torchdiffeq_json_on_the_matrix_form_network(capsys):

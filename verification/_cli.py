@@ -20,8 +20,8 @@ from ._audit_gradient import DEFAULT_GRADIENT_RTOL
 from ._cli_suites import SUITE_COMMANDS, add_suite_commands, run_suite_command
 from ._convergence import convergence_study
 from ._implementation import bind_problem, load_implementation
-from ._peers import LIBRARIES, peers
-from ._problems import BUILTIN_PROBLEMS, DEMO_PROBLEMS, builtin_problem
+from ._peers import LIBRARIES, PEER_PROBLEMS, peers
+from ._problems import BUILTIN_PROBLEMS, DEMO_PROBLEMS, STIFF_PROBLEMS, builtin_problem
 from ._reference_file import check_against_reference, load_reference, write_reference
 from ._report import Report
 
@@ -109,7 +109,8 @@ def _build_parser() -> _Parser:
     peer.add_argument("--library", action="append", choices=list(LIBRARIES),
                       help="audit this library only (repeatable; default: every installed)")
     peer.add_argument("--problem", action="append",
-                      help="a name from `adjoint-verify list` (repeatable; default: all)")
+                      help="a name from `adjoint-verify list` (repeatable; default: every "
+                           "one but the stiff problems)")
     _add_output(peer)
     conv = sub.add_parser("convergence", help="observed order of a method on a built-in "
                           "problem, optionally plotted")
@@ -223,6 +224,10 @@ def _run(args: argparse.Namespace) -> int:
         fmt = _output_format(args)
         for name in args.problem or ():
             _problem(name)  # a usage error before anything runs
+            if name in STIFF_PROBLEMS:
+                raise UsageError(f"{name!r} is stiff: the modes peers audits are explicit "
+                                 "solvers, unstable on it at any affordable step; choose one "
+                                 f"of {', '.join(PEER_PROBLEMS)}")
         report = peers(args.library, args.problem)
         missing = [s for s in report.skipped if s.problem == s.method]  # not installed
         if not report.rows:

@@ -18,6 +18,7 @@ from numeric import (
     compute_gradient,
 )
 from numeric._magnitudes import adjoint_term_scales
+from numeric._multistep import ADAMS_BASHFORTH, adams_bashforth_reference
 from numeric._stiffness import is_stiff
 
 from ._report import BLOCKS, REFERENCE_KINDS, entry_label
@@ -191,6 +192,8 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
     if reference is not None and reference not in REFERENCES:
         raise InputError(f"`reference` must be one of {', '.join(map(repr, REFERENCES))} or "
                          f"None (the best available), got {reference!r}.")
+    if reference == "discrete" and solver == ADAMS_BASHFORTH:
+        return _adams_bashforth_reference(compiled, z0, theta, times, steps, data)
     if reference == "discrete":
         options = check_solver_options(solver, steps=steps, rtol=None, atol=None,
                                        max_steps=1_000_000)
@@ -232,6 +235,22 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
     # no mpmath reference: the float64 one, whose error the caller weighs (and refuses a
     # verdict it cannot certify)
     return tight or _tight_forward_sensitivity(compiled, z0, theta, times, data)
+
+
+def _adams_bashforth_reference(compiled, z0, theta, times, steps, data) -> ReferenceGradient:
+    """The exact derivative of torchdiffeq's explicit Adams–Bashforth map with ``steps``
+    per interval (:mod:`numeric._multistep`), by complex step, with the error its
+    rounding amplification allows (two orders of summation compared)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"`steps` must be a positive integer with solver="
+                         f"{ADAMS_BASHFORTH!r} (steps per observation interval), got "
+                         f"{steps!r}.")
+    (loss, g_z0, g_theta, g_times), amplified = adams_bashforth_reference(
+        compiled, z0, theta, times, int(steps), data=data)
+    label = f"complex_step on {ADAMS_BASHFORTH} ({int(steps)} steps/interval)"
+    gradient = Gradient(loss, g_z0, g_theta, g_times, "complex_step", label)
+    return ReferenceGradient(gradient, label, max(ROUNDING, amplified),
+                             REFERENCE_KINDS["discrete"])
 
 
 STRATEGIES = ("auto", "per-entry", "directional")

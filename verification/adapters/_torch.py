@@ -24,10 +24,12 @@ from ._library import LibraryGradient
 
 __all__ = ["TORCHDIFFEQ_MATCHING", "torch_module", "torchdiffeq_gradient"]
 
-#: torchdiffeq's fixed-grid methods whose Butcher tableau is a solver of ours (read from
-#: torchdiffeq/_impl/fixed_grid.py and rk_common.py): its "rk4" is Kutta's 3/8 rule.
+#: torchdiffeq's fixed-grid methods whose discrete map is one of ours (read from
+#: torchdiffeq/_impl/fixed_grid.py, rk_common.py and fixed_adams.py): its "rk4" is Kutta's
+#: 3/8 rule; its "explicit_adams" is the Adams–Bashforth map of numeric/_multistep.py
+#: (a Runge–Kutta start, then orders 3 to 11), whose exact derivative is by complex step.
 TORCHDIFFEQ_MATCHING = {"euler": "euler", "midpoint": "midpoint", "rk4": "rk4_38",
-                        "heun2": "heun", "heun3": "heun3"}
+                        "heun2": "heun", "heun3": "heun3", "explicit_adams": "adams_bashforth"}
 #: torchdiffeq's defaults, as its ``odeint`` declares them.
 _DEFAULTS = inspect.signature(torchdiffeq.odeint).parameters
 DEFAULT_RTOL = float(_DEFAULTS["rtol"].default)
