@@ -6,6 +6,7 @@ from ._checks import check_solver_options as check_solver_options
 from ._errors import InputError as InputError
 from ._errors import IntegrationError as IntegrationError
 from ._errors import MethodUnavailable as MethodUnavailable
+from ._errors import UnresolvedGrid as UnresolvedGrid
 from ._gradient import CONTINUOUS_METHODS as CONTINUOUS_METHODS
 from ._gradient import DISCRETE_METHODS as DISCRETE_METHODS
 from ._gradient import METHODS as METHODS
@@ -37,6 +38,7 @@ __all__ = [
     "IntegrationError",
     "MethodUnavailable",
     "SolverOptions",
+    "UnresolvedGrid",
     "check_solver_options",
     "compute_gradient",
     "gradient",

@@ -155,6 +155,21 @@ class _Solution:
     terms: dict
 
 
+def _real_finite(value: Any, gradient: list, t: float, i: int) -> Any:
+    """``value`` (the loss at ``t_i``), after checking that it and its ``gradient`` are real
+    and finite: a complex or infinite value means the loss is undefined on the path."""
+    for v in (value, *gradient):
+        if (isinstance(v, mpmath.mpc) and v.imag != 0) or not mpmath.isfinite(v):
+            raise IntegrationError(
+                f"the loss at t_{i} = {t:.6g} is not real and finite in high precision ({v}): "
+                "it is undefined there (e.g. log or sqrt of a negative number) or infinite; "
+                "keep the trajectory inside the loss's domain.",
+                t=t,
+                cause="loss undefined",
+            )
+    return value
+
+
 def _solve(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, *, data,
            tolerance_digits: int, working_digits: int) -> _Solution:
     """One forward-sensitivity solve in mpmath at ``working_digits`` decimal digits with the
@@ -195,7 +210,7 @@ def _solve(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, 
                 z = y[:n]
                 y_i = [] if data is None else [mpf(float(v)) for v in data[i - 1][b]]
                 g = _values(funcs.loss_grad(z, y_i))
-                loss += funcs.loss(z, y_i)
+                loss += _real_finite(funcs.loss(z, y_i), g, float(times[i]), i)
                 zero = [mpf(0)] * len(y_i)
                 g_abs = [max(abs(a), abs(b)) for a, b in
                          zip(g, _values(funcs.loss_grad(z, zero)), strict=True)]

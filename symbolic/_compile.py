@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from ._adjoint import derive_adjoint
 from ._calculus import real_jacobian
 from ._dynamics import Dynamics, check_loss, check_targets
+from ._switching import CompiledSwitching
 
 __all__ = [
     "NON_ANALYTIC_FUNCTIONS",
@@ -65,6 +66,7 @@ class CompiledForm(Protocol):
     non_analytic: tuple[str, ...]
     state_names: tuple[str, ...]
     param_names: tuple[str, ...]
+    switching: CompiledSwitching  # switching surfaces of f and the loss (empty when smooth)
 
     def rhs(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n)
 
@@ -192,6 +194,7 @@ class CompiledDynamics:
         self.state_names = tuple(str(s) for s in dynamics.state)
         self.param_names = tuple(str(s) for s in dynamics.params)
         self.non_analytic = _non_analytic_names([*dynamics.rhs, loss])
+        self.switching = CompiledSwitching(dynamics, loss, targets)
 
         adjoint = derive_adjoint(dynamics, loss, targets)
         z = sp.Matrix(dynamics.state)

@@ -54,8 +54,30 @@ def _as_symbol_tuple(value: Any, name: str, *, allow_empty: bool) -> tuple[sp.Sy
     return symbols
 
 
+#: Values SymPy gives a division by zero, log(0) and the like: no number can stand for them.
+UNDEFINED_VALUES = (sp.S.ComplexInfinity, sp.S.NaN, sp.S.Infinity, sp.S.NegativeInfinity)
+
+
+def check_defined(expr: sp.Basic, where: str) -> None:
+    """Raise ``DynamicsError`` when ``expr`` contains ``zoo``, ``nan`` or ``oo``."""
+    found = [str(v) for v in UNDEFINED_VALUES if expr.has(v)]
+    if found:
+        raise DynamicsError(
+            f"{where} is undefined or infinite: {_describe(expr)} contains {found[0]} (SymPy's "
+            "value for a division by zero, log(0) or an infinite limit); write an expression "
+            "that is finite wherever the trajectory goes."
+        )
+
+
 def _check_real_expression(expr: sp.Expr, where: str) -> None:
-    """Neural-ODE dynamics and losses are real: no complex numbers, no undefined functions."""
+    """Neural-ODE dynamics and losses are real: no complex numbers, no undefined functions,
+    no undefined values, no distributions."""
+    check_defined(expr, where)
+    if expr.has(sp.DiracDelta):
+        raise DynamicsError(
+            f"{where} contains DiracDelta, a distribution rather than a function: it has no "
+            "value to integrate; write the impulse as a jump in the state instead."
+        )
     if expr.has(sp.I) or any(n.is_real is False for n in expr.atoms(sp.Number)):
         raise DynamicsError(
             f"{where} contains a complex number ({_describe(expr)}); the state, parameters and "

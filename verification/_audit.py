@@ -18,9 +18,11 @@ from numeric import (
     compute_gradient,
 )
 from numeric._checks import check_problem
+from numeric._finite import check_loss_on_path
 from numeric._gradient import check_method
 
 from ._diagnose import diagnose
+from ._nonsmooth import nonsmooth_notes, nonsmooth_reason
 from ._problems import Problem
 from ._references import ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, REFERENCE_KINDS, ProblemSummary, Report, Row, Skipped
@@ -119,11 +121,15 @@ def audit(
     ------
     numeric.InputError
         Malformed inputs, or ``methods`` that leave nothing to compare.
+    numeric.IntegrationError
+        The loss (or its gradient) is not finite at an observed state: undefined there
+        (``log`` of a negative number) or beyond float64's range.
     """
     checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
     compiled, z0_2d, theta, times, data = (
         checked.compiled, checked.z0, checked.theta, checked.times, checked.data
     )
+    check_loss_on_path(compiled, z0_2d, theta, times, data)
     if solver == "dopri5" or solver not in ("euler", "midpoint", "rk4"):
         rtol = AUDIT_RTOL if rtol is None else rtol
         atol = AUDIT_ATOL if atol is None else atol
@@ -203,6 +209,11 @@ def audit(
         if "complex_step" in wanted and "discrete_adjoint" not in wanted:
             continuous.append("complex_step")
         continuous = [m for m in continuous if m in results or m in failures]
+        for method in [m for m in continuous if m in results]:
+            reason = nonsmooth_reason(method, options, results, reference)
+            if reason:  # first-order convergence past a kink: not the method's fault
+                report.skipped.append(Skipped(name, method, reason))
+                continuous.remove(method)
         if continuous:  # the fixed-step estimate costs three solves: only when needed
             tolerance, coarse = _continuous_tolerance(compiled, z0_2d, theta, times, options,
                                                       reference, scale, terms, data)
@@ -247,6 +258,7 @@ def audit(
     n, p, N = compiled.n, compiled.p, len(times) - 1
     report.problems.append(ProblemSummary(
         name=name,
+        notes=nonsmooth_notes(results, reference),
         description=description,
         shape=f"n={n}, p={p}, batch B={B}, N={N} observations",
         solver=options.describe(),
@@ -347,5 +359,6 @@ def audit_problem(
     )
     if problem.notes:
         summary = report.problems[-1]
-        report.problems[-1] = ProblemSummary(**{**summary.__dict__, "notes": problem.notes})
+        report.problems[-1] = ProblemSummary(
+            **{**summary.__dict__, "notes": (*problem.notes, *summary.notes)})
     return report

@@ -18,8 +18,10 @@ from numeric import (
     MethodUnavailable,
 )
 from numeric._checks import check_problem
+from numeric._finite import check_loss_on_path
 
 from ._diagnose import EXPLAINED, diagnose
+from ._nonsmooth import annotate_failures, nonsmooth_notes
 from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, ProblemSummary, Report, Row, Skipped
 from ._tolerances import FLOOR_FRACTION, block_error
@@ -156,12 +158,16 @@ def audit_gradient(
         expected and the given shape).
     InputError
         ``rtol`` is below what the reference can certify.
+    numeric.IntegrationError
+        The loss (or its gradient) is not finite at an observed state, or no reference can
+        be computed.
     """
     checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
     compiled, z0_2d, single, theta, times, data = (
         checked.compiled, checked.z0, checked.single, checked.theta, checked.times,
         checked.data,
     )
+    check_loss_on_path(compiled, z0_2d, theta, times, data)
     ok = isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and rtol > 0
     if not ok or not np.isfinite(rtol):
         raise InputError(f"`rtol` must be a finite number > 0, got {rtol!r}.")
@@ -193,8 +199,10 @@ def audit_gradient(
         report, blocks, reference, rtol, label, atol=atol,
         context=AuditContext(compiled, grad_fn, z0_2d, theta, times, single, digits, data),
     )
+    annotate_failures(report, reference)
     report.problems.append(ProblemSummary(
         name=label,
+        notes=nonsmooth_notes({}, reference),
         description="outside gradient implementation under audit",
         shape=f"n={compiled.n} states, p={compiled.p} parameters, batch B={z0_2d.shape[0]}, "
               f"N={len(times) - 1} observations",

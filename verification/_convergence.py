@@ -13,10 +13,12 @@ from numpy.typing import NDArray
 from numeric import (
     IntegrationError,
     MethodUnavailable,
+    UnresolvedGrid,
     check_solver_options,
     compute_gradient,
 )
 from numeric._checks import check_problem
+from numeric._finite import check_loss_on_path
 from numeric._gradient import check_method
 
 from ._report import BLOCKS
@@ -80,7 +82,10 @@ class ConvergenceStudy:
 
     @property
     def asymptotic(self) -> bool:
-        """Every error used in the fit is below :data:`ASYMPTOTIC_LIMIT`."""
+        """Every error used in the fit is below :data:`ASYMPTOTIC_LIMIT`, and every grid
+        resolves the solution (an unresolved one has an infinite error)."""
+        if not np.all(np.isfinite(self.max_errors())):
+            return False
         worst = self.max_errors()[self.used] if self.used.size else self.max_errors()
         return bool(np.all(worst < ASYMPTOTIC_LIMIT))
 
@@ -194,6 +199,7 @@ def convergence_study(
         checked.compiled, checked.z0, checked.theta, checked.times, checked.data
     )
     method = check_method(method)
+    check_loss_on_path(compiled, z0, theta, times, data)
     ref, ref_label = _reference(compiled, z0, theta, times, reference, data)
     scale = float(np.sqrt(sum(np.linalg.norm(getattr(ref, b)) ** 2 for b in BLOCKS)))
     adaptive = solver == "dopri5"
@@ -209,12 +215,17 @@ def convergence_study(
             options = check_solver_options(solver, steps=int(value), rtol=None, atol=None,
                                            max_steps=100_000)
             sizes.append(float(np.max(np.diff(times))) / int(value))
-        g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
+        try:
+            g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
+        except UnresolvedGrid:  # no correct digit on this grid: an infinite error
+            for b in BLOCKS:
+                errors[b].append(float("inf"))
+            continue
         for b in BLOCKS:
             errors[b].append(block_error(getattr(g, b), getattr(ref, b), scale))
     err = {b: np.array(e) for b, e in errors.items()}
     worst = np.max(np.stack(list(err.values())), axis=0)
-    used = worst > FLOOR_MULTIPLE * ROUNDING
+    used = (worst > FLOOR_MULTIPLE * ROUNDING) & np.isfinite(worst)
     sizes_arr = np.array(sizes)
     order = _fit_slope(sizes_arr[used], worst[used])
     return ConvergenceStudy(
