@@ -25,7 +25,7 @@ __all__ = ["FD_UNRESOLVED", "check_loss_on_path", "check_result"]
 #: the whole gradient (2-norm over every block): no digit of that block could be trusted.
 FD_UNRESOLVED = 1.0
 #: The solve that locates a non-finite loss for methods without a solver of their own.
-_LOCATE_RTOL, _LOCATE_ATOL = 1e-8, 1e-10
+_LOCATE_RTOL, _LOCATE_ATOL, _LOCATE_MAX_STEPS = 1e-8, 1e-10, 10_000
 
 
 def _loss_error(compiled: CompiledForm, z: NDArray, y, t: float, i: int) -> None:
@@ -64,7 +64,7 @@ def check_loss_on_path(compiled: CompiledForm, z0: NDArray, theta: NDArray, time
     """
     if options is None:
         options = check_solver_options("dopri5", steps=None, rtol=_LOCATE_RTOL,
-                                       atol=_LOCATE_ATOL, max_steps=100_000)
+                                       atol=_LOCATE_ATOL, max_steps=_LOCATE_MAX_STEPS)
     try:
         with np.errstate(all="ignore"):
             traj = solve_trajectory(compiled, z0, theta, times, options)

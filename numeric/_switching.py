@@ -281,7 +281,7 @@ def check_switches(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: N
         return ()
     scan = _scan_options(options if method not in ("exact", "high_precision") else None)
     traj = solve_trajectory(compiled, z0, theta, times, scan)
-    crossings = find_crossings(compiled, traj, theta, times)
+    crossings = find_crossings(compiled, traj, theta, times) if switching.rhs_switches else []
     for crossing in crossings:
         if crossing.switch.kind == "jump":
             raise _refuse_jump(method, crossing)

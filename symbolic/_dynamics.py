@@ -59,13 +59,16 @@ UNDEFINED_VALUES = (sp.S.ComplexInfinity, sp.S.NaN, sp.S.Infinity, sp.S.Negative
 
 
 def check_defined(expr: sp.Basic, where: str) -> None:
-    """Raise ``DynamicsError`` when ``expr`` contains ``zoo``, ``nan`` or ``oo``."""
+    """Raise ``DynamicsError`` when ``expr`` contains ``zoo``, ``nan``, ``oo`` or an
+    ``AccumBounds`` interval."""
     found = [str(v) for v in UNDEFINED_VALUES if expr.has(v)]
+    if expr.has(sp.AccumBounds):
+        found.append("AccumBounds")
     if found:
         raise DynamicsError(
             f"{where} is undefined or infinite: {_describe(expr)} contains {found[0]} (SymPy's "
-            "value for a division by zero, log(0) or an infinite limit); write an expression "
-            "that is finite wherever the trajectory goes."
+            "value for a division by zero, log(0), an infinite limit or sin(oo)); write an "
+            "expression that is finite wherever the trajectory goes."
         )
 
 

@@ -40,7 +40,7 @@ __all__ = [
 JUMP, KINK, TIME_JUMP = "jump", "kink", "time"
 
 _KINKS = (sp.Abs, sp.Max, sp.Min)
-_SIGN_LIKE = {sp.Heaviside: (1, 0), sp.sign: (1, -1)}
+_SIGN_LIKE = {sp.Heaviside: (sp.S.One, sp.S.Zero), sp.sign: (sp.S.One, sp.S.NegativeOne)}
 _INTEGER_STEPS = (sp.floor, sp.ceiling, sp.frac)
 #: Every SymPy function whose value or derivative is discontinuous somewhere on the reals.
 NON_SMOOTH_FUNCTIONS: tuple[type, ...] = (

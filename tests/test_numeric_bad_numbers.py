@@ -17,7 +17,7 @@ from numeric import (
     solve,
 )
 from symbolic import Dynamics, DynamicsError
-from verification import audit, audit_gradient, convergence_study
+from verification import audit, audit_gradient, builtin_problem, convergence_study
 
 X, K = sp.symbols("x k")
 LINEAR = Dynamics(rhs=[K * X], state=[X], params=[K])
@@ -156,3 +156,12 @@ def test_finite_differences_that_cannot_resolve_a_block_refuse():
         gradient(LINEAR, [1.0], [-0.5], [0.0, 1e-300], loss=SQUARE, method="finite_difference")
     g = gradient(LINEAR, [1.0], [-0.5], [0.0, 1e-300], loss=SQUARE)
     np.testing.assert_allclose(g.times, [0.5, -0.5], rtol=ROUNDING)
+
+
+def test_convergence_study_marks_the_grids_that_do_not_resolve_the_solution():
+    problem = builtin_problem("contracting")  # eigenvalue -40: euler unstable for h > 1/20
+    study = convergence_study(problem.dynamics, problem.z0, problem.theta, problem.times,
+                              loss=problem.loss, method="interpolated_adjoint",
+                              solver="euler", steps=(16, 64))
+    assert not study.passed and not study.asymptotic
+    assert "(the grid does not resolve the solution)" in str(study).splitlines()[2]

@@ -14,7 +14,7 @@ from problems import kink_crossing, kink_crossing_gradient
 from numeric import METHODS, MethodUnavailable, gradient
 from symbolic import Dynamics, DynamicsError, derive_adjoint
 from symbolic._switching import JUMP, KINK, TIME_JUMP, find_switches
-from verification import audit, audit_gradient
+from verification import audit, audit_gradient, convergence_study
 
 Z, P, C, T = sp.symbols("z p c t")
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
@@ -236,3 +236,12 @@ def test_audit_gradient_explains_a_failure_past_a_kink_by_the_kink():
     assert failed
     assert all(row.diagnosis.startswith("the trajectory meets the kink of Abs(z)")
                for row in failed)
+
+
+def test_convergence_study_past_a_kink_names_it():
+    problem = kink_crossing()
+    study = convergence_study(problem.dynamics, problem.z0, problem.theta, problem.times,
+                              loss=problem.loss, steps=(8, 16, 32))
+    assert not study.passed  # first order, not rk4's 4
+    assert len(study.notes) == 1 and "kink of Abs(z)" in study.notes[0]
+    assert "converge only at first order" in str(study)

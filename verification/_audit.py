@@ -134,6 +134,7 @@ def audit(
         rtol = AUDIT_RTOL if rtol is None else rtol
         atol = AUDIT_ATOL if atol is None else atol
     options = check_solver_options(solver, steps=steps, rtol=rtol, atol=atol, max_steps=10_000)
+    methods_given = methods
     methods = list(METHODS if methods is None else methods)
     if not methods:
         raise InputError("`methods` is empty; name at least one method, or pass None for all.")
@@ -248,6 +249,9 @@ def audit(
                 ))
     if not report.rows:
         reasons = "; ".join(f"{s.method}: {s.reason}" for s in report.skipped)
+        if methods_given is None:  # every method asked for, none comparable here
+            raise MethodUnavailable("audit", f"no method can be compared with a reference on "
+                                    f"this problem. {reasons}")
         raise InputError(
             f"`methods`={sorted(wanted)} leaves nothing to compare: 'exact' and "
             "'high_precision' are references (together they check each other), and "

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from numeric import METHODS, TABLEAUS, InputError
+from numeric import METHODS, TABLEAUS, InputError, IntegrationError, MethodUnavailable
 from symbolic import DynamicsError
 
 from ._audit import audit_problem
@@ -240,8 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"adjoint-verify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (InputError, DynamicsError) as exc:
-        print(f"adjoint-verify: error: {exc}", file=sys.stderr)
+    except (InputError, DynamicsError, IntegrationError, MethodUnavailable) as exc:
+        # a problem (from a file) the methods cannot serve: one line, like a bad input
+        print(f"adjoint-verify: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # e.g. --out in a folder that does not exist
         where = f" {exc.filename}" if exc.filename else ""

@@ -21,6 +21,8 @@ from numeric._checks import check_problem
 from numeric._finite import check_loss_on_path
 from numeric._gradient import check_method
 
+from . import _references
+from ._nonsmooth import unique_kinks
 from ._report import BLOCKS
 from ._tolerances import ROUNDING, block_error
 
@@ -69,6 +71,9 @@ class ConvergenceStudy:
     observed_order: float
     expected_order: float
     used: NDArray = field(repr=False, default_factory=lambda: np.zeros(0, bool))
+    #: Kinks the trajectory meets (``info["nonsmooth"]``): past one, every solver converges
+    #: only at first order, whatever its order on smooth problems.
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -104,6 +109,7 @@ class ConvergenceStudy:
             "observed_order": self.observed_order,
             "expected_order": self.expected_order,
             "passed": self.passed,
+            "notes": list(self.notes),
         }
 
     def plot(self, path: str) -> None:
@@ -146,11 +152,16 @@ class ConvergenceStudy:
         ]
         for i, value in enumerate(self.values):
             cells = " ".join(f"{self.errors[b][i]:9.2e}" for b in BLOCKS)
-            mark = "" if self.used.size == 0 or self.used[i] else "  (rounding floor)"
+            if not np.isfinite(self.max_errors()[i]):
+                mark = "  (the grid does not resolve the solution)"
+            else:
+                mark = "" if self.used.size == 0 or self.used[i] else "  (rounding floor)"
             shown = f"{int(value):>8d}" if fixed else f"{value:>8.0e}"
             size = f"{self.step_sizes[i]:9.2e}" if fixed else " " * 9
             lines.append(f"   {shown} {size} {cells}{mark}")
         verdict = "pass" if self.passed else "FAIL"
+        lines += [f"   note: {note}: solvers converge only at first order across it"
+                  for note in self.notes]
         if not self.asymptotic:
             lines.append(f"   errors above {ASYMPTOTIC_LIMIT:g}: not in the asymptotic regime, "
                          "so the fitted order means nothing; use smaller steps or tolerances")
@@ -206,6 +217,7 @@ def convergence_study(
     values = np.array(rtols if adaptive else steps, dtype=float)
     errors: dict[str, list[float]] = {b: [] for b in BLOCKS}
     sizes = []
+    notes = list(ref.info.get("nonsmooth", ()))
     for value in values:
         if adaptive:
             options = check_solver_options(solver, steps=None, rtol=float(value),
@@ -223,6 +235,7 @@ def convergence_study(
             continue
         for b in BLOCKS:
             errors[b].append(block_error(getattr(g, b), getattr(ref, b), scale))
+        notes = unique_kinks([*notes, *g.info.get("nonsmooth", ())])
     err = {b: np.array(e) for b, e in errors.items()}
     worst = np.max(np.stack(list(err.values())), axis=0)
     used = (worst > FLOOR_MULTIPLE * ROUNDING) & np.isfinite(worst)
@@ -239,6 +252,7 @@ def convergence_study(
         observed_order=order,
         expected_order=1.0 if adaptive else float(options.tableau.order),
         used=used,
+        notes=tuple(notes),
     )
 
 
@@ -248,7 +262,7 @@ def _reference(compiled, z0, theta, times, name, data):
     for candidate in ladder:
         candidate = check_method(candidate)
         options = check_solver_options("dopri5", steps=None, rtol=1e-13, atol=1e-15,
-                                       max_steps=100_000)
+                                       max_steps=_references.TIGHT_MAX_STEPS)
         try:
             g = compute_gradient(compiled, z0, theta, times, candidate, options, data=data)
         except (MethodUnavailable, IntegrationError) as exc:

@@ -21,22 +21,28 @@ from numeric import CONTINUOUS_METHODS, Gradient, SolverOptions
 
 from ._report import Report
 
-__all__ = ["annotate_failures", "nonsmooth_notes", "nonsmooth_reason"]
+__all__ = ["annotate_failures", "nonsmooth_notes", "nonsmooth_reason", "unique_kinks"]
 
 
 #: What a report says after each kink the trajectory meets.
 _CONSEQUENCE = ": the gradient exists there, but solvers converge only at first order across it"
 
 
+def unique_kinks(notes) -> list[str]:
+    """``info["nonsmooth"]`` notes once per kink: solves on different grids locate the same
+    kink at slightly different times, and the first (most accurate) is kept."""
+    seen: dict[str, str] = {}
+    for note in notes:
+        seen.setdefault(note.split(" at t = ")[0], note)
+    return list(seen.values())
+
+
 def _met(results: Mapping[str, Gradient], reference=None) -> list[str]:
-    """Every kink (or switch in time) the gradients report meeting, once each."""
+    """Every kink (or switch in time) the gradients report meeting, the reference's first."""
     gradients = list(results.values())
     if reference is not None:
-        gradients.append(reference.gradient)
-    met: list[str] = []
-    for g in gradients:
-        met += [note for note in g.info.get("nonsmooth", ()) if note not in met]
-    return met
+        gradients.insert(0, reference.gradient)
+    return unique_kinks(note for g in gradients for note in g.info.get("nonsmooth", ()))
 
 
 def nonsmooth_notes(results: Mapping[str, Gradient], reference=None) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ __all__ = [
     "REFERENCES",
     "REFERENCE_MARGIN",
     "TIGHT_LABEL",
+    "TIGHT_MAX_STEPS",
     "ReferenceGradient",
     "best_reference",
     "term_scale",
@@ -36,6 +37,9 @@ REFERENCE_MARGIN = 10.0
 #: The float64 reference of last resort: forward sensitivity (no backward pass, stable
 #: wherever the forward solve is) at the tightest tolerances float64 supports.
 TIGHT_RTOL, TIGHT_ATOL = 1e-13, 1e-15
+#: Step budget of that reference (and of the term-scale run): a stiff problem fails with
+#: an IntegrationError after this many steps.
+TIGHT_MAX_STEPS = 100_000
 TIGHT_LABEL = "forward_sensitivity@1e-13"
 
 
@@ -63,7 +67,7 @@ class ReferenceGradient:
 
 def _tight_forward_sensitivity(compiled, z0, theta, times, data) -> ReferenceGradient:
     options = check_solver_options("dopri5", steps=None, rtol=TIGHT_RTOL, atol=TIGHT_ATOL,
-                                   max_steps=100_000)
+                                   max_steps=TIGHT_MAX_STEPS)
     g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options, data=data)
     return ReferenceGradient(g, TIGHT_LABEL, solver_tolerance(TIGHT_RTOL, TIGHT_ATOL))
 
@@ -135,7 +139,7 @@ def term_scale(compiled, z0: NDArray, theta: NDArray, times: NDArray, data: NDAr
     g = (known or {}).get("forward_sensitivity")
     if g is None or "term_scale" not in g.info:
         options = check_solver_options("dopri5", steps=None, rtol=TERM_RTOL, atol=TERM_ATOL,
-                                       max_steps=100_000)
+                                       max_steps=TIGHT_MAX_STEPS)
         try:
             g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options,
                                  data=data)
