@@ -151,5 +151,6 @@ def solve(
     options = check_solver_options(
         solver, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps
     )
-    zs = solve_trajectory(compiled, z0_2d, theta, times, options).zs
+    with np.errstate(all="ignore"):  # a non-finite state is an IntegrationError, not a warning
+        zs = solve_trajectory(compiled, z0_2d, theta, times, options).zs
     return zs[:, 0, :] if single else zs

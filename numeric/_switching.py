@@ -157,8 +157,8 @@ def _refuse_jump(method: str, crossing: Crossing) -> MethodUnavailable:
 
 def _check_observations(method: str, compiled, traj: Trajectory, times: NDArray,
                         data) -> None:
-    """Refuse where the loss is not differentiable at an observed state, or ``f`` switches
-    in time exactly at an observation time."""
+    """Refuse where an observed state lies exactly on a switch of the loss: the loss is not
+    differentiable there."""
     switching = compiled.switching
     for i in range(1, len(times)):
         values = switching.loss_values(traj.zs[i], observed(data, i))
@@ -172,6 +172,8 @@ def _check_observations(method: str, compiled, traj: Trajectory, times: NDArray,
 
 
 def _check_time_switches(method: str, crossings: list[Crossing], times: NDArray) -> None:
+    """Refuse where ``f`` switches in time exactly at an observation time (or ``t_0``): the
+    time gradient has different values from the left and from the right there."""
     for crossing in crossings:
         if crossing.switch.kind == "time" and np.any(times == crossing.t):
             i = int(np.flatnonzero(times == crossing.t)[0])

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sympy as sp
+from mpmath.libmp import to_str
 from sympy.core.function import AppliedUndef
 
 __all__ = ["Dynamics", "DynamicsError", "check_loss", "check_targets"]
@@ -72,6 +73,10 @@ def check_defined(expr: sp.Basic, where: str) -> None:
         )
 
 
+#: The largest float64: a number beyond it becomes inf when the expression is compiled.
+_FLOAT64_MAX = sp.Float(1.7976931348623157e308)
+
+
 def _check_real_expression(expr: sp.Expr, where: str) -> None:
     """Neural-ODE dynamics and losses are real: no complex numbers, no undefined functions,
     no undefined values, no distributions."""
@@ -85,6 +90,13 @@ def _check_real_expression(expr: sp.Expr, where: str) -> None:
         raise DynamicsError(
             f"{where} contains a complex number ({_describe(expr)}); the state, parameters and "
             "loss are real, so write the real and imaginary parts as separate states."
+        )
+    huge = [n for n in expr.atoms(sp.Number) if abs(n) > _FLOAT64_MAX]
+    if huge:
+        raise DynamicsError(
+            f"{where} contains the number {to_str(sp.Float(huge[0], 6)._mpf_, 3)}, beyond "
+            "float64's range "
+            "(1.8e308), where it is computed; rescale the expression."
         )
     undefined = sorted({type(f).__name__ for f in expr.atoms(AppliedUndef)})
     if undefined:
