@@ -73,8 +73,9 @@ def check_defined(expr: sp.Basic, where: str) -> None:
         )
 
 
-#: The largest float64: a number beyond it becomes inf when the expression is compiled.
-_FLOAT64_MAX = sp.Float(1.7976931348623157e308)
+#: The largest float64 and the smallest positive one: a number beyond them becomes inf or 0
+#: when the expression is compiled.
+_FLOAT64_MAX, _FLOAT64_TINY = sp.Float(1.7976931348623157e308), sp.Float(5e-324)
 
 
 def _check_real_expression(expr: sp.Expr, where: str) -> None:
@@ -91,12 +92,13 @@ def _check_real_expression(expr: sp.Expr, where: str) -> None:
             f"{where} contains a complex number ({_describe(expr)}); the state, parameters and "
             "loss are real, so write the real and imaginary parts as separate states."
         )
-    huge = [n for n in expr.atoms(sp.Number) if abs(n) > _FLOAT64_MAX]
-    if huge:
+    beyond = [n for n in expr.atoms(sp.Number)
+              if abs(n) > _FLOAT64_MAX or 0 < abs(n) < _FLOAT64_TINY]
+    if beyond:
         raise DynamicsError(
-            f"{where} contains the number {to_str(sp.Float(huge[0], 6)._mpf_, 3)}, beyond "
-            "float64's range "
-            "(1.8e308), where it is computed; rescale the expression."
+            f"{where} contains the number {to_str(sp.Float(beyond[0], 6)._mpf_, 3)}, beyond "
+            "float64's range (5e-324 to 1.8e308) in which it is computed; rescale the "
+            "expression."
         )
     undefined = sorted({type(f).__name__ for f in expr.atoms(AppliedUndef)})
     if undefined:

@@ -310,6 +310,7 @@ def _expressions():
 @given(st.lists(_expressions(), min_size=1, max_size=2), _expressions())
 @example(rhs=[sp.AccumBounds(-sp.sin(1), sp.sin(1))], loss=X)  # sin(oo): an interval
 @example(rhs=[X], loss=sp.exp(sp.Float(2.30258509299405e18)))  # beyond float64: str() fails
+@example(rhs=[X], loss=sp.exp(sp.Float(-4.60517018598809e18)))  # below float64: likewise
 def test_dynamics_derive_adjoint_and_compile(rhs, loss):
     state = [X, V][: len(rhs)]
     try:
@@ -329,6 +330,8 @@ def test_dynamics_derive_adjoint_and_compile(rhs, loss):
 @fuzz(15)
 @given(inputs())
 @example(case=(*PROBLEMS[0], np.zeros((2, 1)), np.zeros(1), np.array([0.0, 1e300]), None))
+@example(case=(*PROBLEMS[2], np.array([[1.7976931348623157e308], [0.0]]), np.zeros(2),
+               np.array([0.0, 1.0]), None))  # the loss rounded to 10 digits read back as inf
 def test_reference_file_write_and_load(tmp_path_factory, case):
     dynamics, loss, targets, z0, theta, times, values = case
     problem = Problem(dynamics=dynamics, loss=loss, z0=np.asarray(z0), theta=np.asarray(theta),

@@ -165,3 +165,25 @@ def test_convergence_study_marks_the_grids_that_do_not_resolve_the_solution():
                               solver="euler", steps=(16, 64))
     assert not study.passed and not study.asymptotic
     assert "(the grid does not resolve the solution)" in str(study).splitlines()[2]
+
+
+@pytest.mark.parametrize(
+    ("z0", "block", "returned"),
+    [
+        pytest.param(0.0, "times", 1.34e154, id="overflowing-norm"),
+        pytest.param(0.0, "times", 4.0, id="zero-reference"),
+        pytest.param(1.0, "z0", 1.7e308, id="overflowing-diagnosis"),
+    ],
+)
+def test_an_implementation_beyond_float64_fails_with_an_infinite_error(z0, block, returned):
+    # x' = 0 x: dL/dz0 = z0, dL/dtimes = 0; the implementation is off by far too much
+    def grad(z0, theta, times):
+        out = {"z0": np.array(z0, dtype=float), "theta": np.zeros_like(theta),
+               "times": np.zeros_like(times)}
+        out[block].flat[0] = returned
+        return out["z0"], out["theta"], out["times"]
+
+    with np.errstate(all="raise"):  # no numerical warning escapes the comparison
+        report = audit_gradient(LINEAR, grad, [[z0], [z0]], [0.0], [0.0, 1.0], loss=SQUARE)
+    row = next(row for row in report.rows if row.block == block)
+    assert not row.passed and row.error > 1

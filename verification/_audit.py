@@ -173,6 +173,7 @@ def audit(
     terms = term_scale(compiled, z0_2d, theta, times, data, known=results)
     B = z0_2d.shape[0]
 
+    @np.errstate(all="ignore")  # values beyond float64 make infinite errors, not warnings
     def compare(method: str, ref_name: str, ref: Gradient, tolerance, kind: str,
                 force_fail: str = ""):
         """Rows of ``method`` against ``ref``; ``tolerance`` is a float or a per-block

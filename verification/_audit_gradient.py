@@ -315,6 +315,7 @@ def _scale(g: Gradient) -> float:
     return float(np.sqrt(sum(np.linalg.norm(getattr(g, b)) ** 2 for b in BLOCKS)))
 
 
+@np.errstate(all="ignore")  # values beyond float64 make infinite errors, not warnings
 def compare_to_reference(
     report: Report,
     blocks: Mapping[str, NDArray],

@@ -61,7 +61,12 @@ INPUT_DIGITS = 17
 
 
 def _decimal(x: Any, digits: int) -> str:
-    return f"{float(x):.{max(digits, 1) - 1}e}" if not isinstance(x, str) else x
+    """``x`` with ``digits`` significant digits; all 17 where rounding would carry it past
+    the largest float64 (1.7976931348623157e308 to 10 digits reads back as inf)."""
+    if isinstance(x, str):
+        return x
+    text = f"{float(x):.{max(digits, 1) - 1}e}"
+    return text if math.isfinite(float(text)) else f"{float(x):.16e}"
 
 
 def _decimals(array, digits: int):

@@ -69,4 +69,5 @@ def block_error(value: NDArray, reference: NDArray, scale: float, term: float = 
     if not np.all(np.isfinite(value)):
         return float("inf")
     floor = max(FLOOR_FRACTION * scale, term, np.finfo(float).tiny)
-    return float(np.linalg.norm(value - reference) / max(np.linalg.norm(reference), floor))
+    with np.errstate(over="ignore"):  # a difference beyond float64 is an infinite error
+        return float(np.linalg.norm(value - reference) / max(np.linalg.norm(reference), floor))
