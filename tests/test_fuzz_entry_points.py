@@ -279,6 +279,10 @@ def _leaves():
     return st.one_of(st.sampled_from([X, V, K, T]), numbers)
 
 
+def _in_range(expr) -> bool:
+    return all(abs(n) <= 1e308 for n in expr.atoms(sp.Float, sp.Rational) if n.is_finite)
+
+
 def _expressions():
     unary = [sp.exp, sp.log, sp.sqrt, sp.tanh, sp.sin, sp.Abs, sp.sign, sp.Heaviside,
              sp.floor, sp.frac, sp.re, sp.atan, lambda a: 1 / a]
@@ -289,8 +293,12 @@ def _expressions():
 
     def apply(call):
         """SymPy's value of ``f(*args)``; where SymPy itself refuses to build it (``Max`` of
-        nan), no user could pass it on: the first argument stands in."""
+        nan), no user could pass it on: the first argument stands in. So it does where an
+        argument holds a number beyond float64 (``exp(2e18)``): SymPy's own arithmetic on
+        it (``Mod``, ``floor``) can take minutes, and the library refuses such numbers."""
         f, *args = call
+        if any(not _in_range(a) for a in args):
+            return args[0]
         try:
             return f(*args)
         except (ValueError, TypeError, ZeroDivisionError):

@@ -187,3 +187,13 @@ def test_an_implementation_beyond_float64_fails_with_an_infinite_error(z0, block
         report = audit_gradient(LINEAR, grad, [[z0], [z0]], [0.0], [0.0, 1.0], loss=SQUARE)
     row = next(row for row in report.rows if row.block == block)
     assert not row.passed and row.error > 1
+
+
+def test_the_implementation_under_audit_runs_with_the_callers_floating_point_settings():
+    def grad(z0, theta, times):  # divides by zero: the caller asked for that to raise
+        return np.zeros_like(z0) / np.zeros_like(z0), np.zeros_like(theta)
+
+    with np.errstate(divide="raise", invalid="raise"), pytest.raises(
+        InputError, match="raised FloatingPointError"
+    ):
+        audit_gradient(LINEAR, grad, [[1.0]], [-0.5], [0.0, 1.0], loss=SQUARE)

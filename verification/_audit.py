@@ -24,6 +24,7 @@ from numeric._gradient import check_method
 from ._diagnose import diagnose
 from ._nonsmooth import nonsmooth_notes, nonsmooth_reason
 from ._problems import Problem
+from ._quiet import quiet_numerics
 from ._references import ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, REFERENCE_KINDS, ProblemSummary, Report, Row, Skipped
 from ._tolerances import (
@@ -64,6 +65,7 @@ def _gradient_scale(g: Gradient) -> float:
     return float(np.sqrt(sum(np.linalg.norm(getattr(g, b)) ** 2 for b in BLOCKS)))
 
 
+@quiet_numerics
 def audit(
     dynamics,
     z0,
@@ -173,7 +175,6 @@ def audit(
     terms = term_scale(compiled, z0_2d, theta, times, data, known=results)
     B = z0_2d.shape[0]
 
-    @np.errstate(all="ignore")  # values beyond float64 make infinite errors, not warnings
     def compare(method: str, ref_name: str, ref: Gradient, tolerance, kind: str,
                 force_fail: str = ""):
         """Rows of ``method`` against ``ref``; ``tolerance`` is a float or a per-block

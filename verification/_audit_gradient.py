@@ -22,6 +22,7 @@ from numeric._finite import check_loss_on_path
 
 from ._diagnose import EXPLAINED, diagnose
 from ._nonsmooth import annotate_failures, nonsmooth_notes
+from ._quiet import callers_errstate, quiet_numerics
 from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, ProblemSummary, Report, Row, Skipped
 from ._tolerances import FLOOR_FRACTION, block_error
@@ -56,8 +57,9 @@ class ImplementationError(InputError):
 def call_implementation(grad_fn, z0, theta, times, expected: Mapping[str, tuple]):
     """Call ``grad_fn`` on copies of the inputs and check the form of what it returns."""
     try:
-        out = grad_fn(np.array(z0, copy=True), np.array(theta, copy=True),
-                      np.array(times, copy=True))
+        with callers_errstate():  # the caller's code, under the caller's settings
+            out = grad_fn(np.array(z0, copy=True), np.array(theta, copy=True),
+                          np.array(times, copy=True))
     except Exception as exc:
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         raise ImplementationError(
@@ -95,6 +97,7 @@ def call_implementation(grad_fn, z0, theta, times, expected: Mapping[str, tuple]
     return blocks
 
 
+@quiet_numerics
 def audit_gradient(
     dynamics,
     grad_fn: Callable[..., Any],
@@ -315,7 +318,6 @@ def _scale(g: Gradient) -> float:
     return float(np.sqrt(sum(np.linalg.norm(getattr(g, b)) ** 2 for b in BLOCKS)))
 
 
-@np.errstate(all="ignore")  # values beyond float64 make infinite errors, not warnings
 def compare_to_reference(
     report: Report,
     blocks: Mapping[str, NDArray],

@@ -23,6 +23,7 @@ from numeric._gradient import check_method
 
 from . import _references
 from ._nonsmooth import unique_kinks
+from ._quiet import quiet_numerics
 from ._report import BLOCKS
 from ._tolerances import ROUNDING, block_error
 
@@ -179,6 +180,7 @@ def _fit_slope(x: NDArray, y: NDArray) -> float:
     return float(slope)
 
 
+@quiet_numerics
 def convergence_study(
     dynamics,
     z0,

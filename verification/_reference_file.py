@@ -32,6 +32,7 @@ from ._audit_gradient import (
     compare_to_reference,
 )
 from ._problems import Problem
+from ._quiet import quiet_numerics
 from ._reference_format import (
     FORMAT,
     FORMAT_VERSION,
@@ -96,6 +97,7 @@ def _good_digits(error: float) -> int:
     return max(1, min(40, math.floor(-math.log10(max(error, 1e-40)))))
 
 
+@quiet_numerics
 def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
     """The reference file's content for ``problem`` (see the module docstring)."""
     dyn = problem.dynamics
@@ -241,6 +243,7 @@ def load_reference(path: str | Path) -> LoadedReference:
     return LoadedReference(problem, reference, document)
 
 
+@quiet_numerics
 def check_against_reference(
     loaded: LoadedReference, grad_fn, *, rtol: float = DEFAULT_GRADIENT_RTOL,
     atol: float = 0.0, name: str | None = None,
