@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from ._adjoint import derive_adjoint
 from ._calculus import real_jacobian
 from ._dynamics import Dynamics, check_loss, check_targets
+from ._printing import numpy_printer
 from ._switching import CompiledSwitching
 
 __all__ = [
@@ -110,7 +111,7 @@ class _VectorFunction:
         self._fn: Callable[..., Any] | None = None
         if self._live:  # compile only the entries that are not constants
             self._fn = sp.lambdify(flat_args, [exprs[j] for j in self._live], modules="numpy",
-                                   cse=True, dummify=True)
+                                   cse=True, dummify=True, printer=numpy_printer())
         self._all_zero = all(c == 0 for c in self._constant)
         self._nonzero_constants = [(j, c) for j, c in enumerate(self._constant)
                                    if c is not None and c != 0]
@@ -299,7 +300,8 @@ class CompiledDynamics:
         }
 
         def evaluate(exprs: list, shape: tuple[int, ...]) -> Callable[[NDArray], NDArray]:
-            fn = sp.lambdify([theta], exprs, modules="numpy", dummify=True)
+            fn = sp.lambdify([theta], exprs, modules="numpy", dummify=True,
+                             printer=numpy_printer())
 
             def call(values: NDArray) -> NDArray:
                 out = np.zeros(shape, dtype=_result_dtype(values))

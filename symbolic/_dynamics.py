@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import sympy as sp
 from mpmath.libmp import to_str
 from sympy.core.function import AppliedUndef
@@ -78,6 +79,16 @@ def check_defined(expr: sp.Basic, where: str) -> None:
 _FLOAT64_MAX, _FLOAT64_TINY = sp.Float(1.7976931348623157e308), sp.Float(5e-324)
 
 
+def _constants(expr: sp.Basic) -> list[sp.Expr]:
+    """The largest sub-expressions without symbols that are not plain numbers (``sqrt(2)``,
+    ``exp(exp(10**6))``): their value is first computed when the expression is compiled."""
+    if not isinstance(expr, sp.Expr) or isinstance(expr, sp.Number):
+        return [c for arg in getattr(expr, "args", ()) for c in _constants(arg)]
+    if not expr.free_symbols and expr.is_number:
+        return [expr]
+    return [c for arg in expr.args for c in _constants(arg)]
+
+
 def _check_real_expression(expr: sp.Expr, where: str) -> None:
     """Neural-ODE dynamics and losses are real: no complex numbers, no undefined functions,
     no undefined values, no distributions."""
@@ -100,6 +111,15 @@ def _check_real_expression(expr: sp.Expr, where: str) -> None:
             "float64's range (5e-324 to 1.8e308) in which it is computed; rescale the "
             "expression."
         )
+    for constant in _constants(expr):
+        with np.errstate(all="ignore"):
+            value = complex(sp.lambdify([], constant, modules="numpy")())
+        if not np.isfinite(value):
+            raise DynamicsError(
+                f"{where} contains the constant {_describe(constant)}, which has no finite "
+                "float64 value (it overflows 1.8e308, or is not real, like asin(2)); rescale "
+                "or correct the expression."
+            )
     undefined = sorted({type(f).__name__ for f in expr.atoms(AppliedUndef)})
     if undefined:
         raise DynamicsError(

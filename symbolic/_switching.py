@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from sympy.core.relational import Relational
 
 from ._dynamics import DynamicsError
+from ._printing import numpy_printer
 
 __all__ = [
     "JUMP",
@@ -215,7 +216,7 @@ class CompiledSwitching:
         if not switches:
             return None
         return sp.lambdify(args, [s.function for s in switches], modules="numpy",
-                           dummify=True)
+                           dummify=True, printer=numpy_printer())
 
     @staticmethod
     def _columns(fn, width: int, batch: int, values: list) -> NDArray:

@@ -319,6 +319,8 @@ def _expressions():
 @example(rhs=[sp.AccumBounds(-sp.sin(1), sp.sin(1))], loss=X)  # sin(oo): an interval
 @example(rhs=[X], loss=sp.exp(sp.Float(2.30258509299405e18)))  # beyond float64: str() fails
 @example(rhs=[X], loss=sp.exp(sp.Float(-4.60517018598809e18)))  # below float64: likewise
+@example(rhs=[sp.Max(1284, T, X + 92284)], loss=X)  # conditions on an array and a scalar
+@example(rhs=[X], loss=sp.exp(sp.exp(1000000)))  # complex() of it took minutes in compile
 def test_dynamics_derive_adjoint_and_compile(rhs, loss):
     state = [X, V][: len(rhs)]
     try:

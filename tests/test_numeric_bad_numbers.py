@@ -99,19 +99,30 @@ def test_audits_of_a_loss_undefined_on_the_path_are_errors(entry):
             audit_gradient(DECAY, _zero_gradient, [0.5], [1.0], [0.0, 1.0], loss=sp.log(X))
 
 
+UNDEFINED = "undefined or infinite"
+
+
 @pytest.mark.parametrize(
-    ("rhs", "loss"),
+    ("rhs", "loss", "message"),
     [
-        pytest.param([X / 0], X, id="division-by-zero"),
-        pytest.param([X * sp.nan], X, id="nan"),
-        pytest.param([sp.oo * X], X, id="infinity"),
-        pytest.param([sp.log(0) * X], X, id="log-zero"),
-        pytest.param([-X], X / 0, id="loss-division-by-zero"),
-        pytest.param([-X], sp.oo * X, id="loss-infinity"),
+        pytest.param([X / 0], X, UNDEFINED, id="division-by-zero"),
+        pytest.param([X * sp.nan], X, UNDEFINED, id="nan"),
+        pytest.param([sp.oo * X], X, UNDEFINED, id="infinity"),
+        pytest.param([sp.log(0) * X], X, UNDEFINED, id="log-zero"),
+        pytest.param([sp.sin(sp.oo) * X], X, UNDEFINED, id="accumulation-bounds"),
+        pytest.param([-X], X / 0, UNDEFINED, id="loss-division-by-zero"),
+        pytest.param([-X], sp.oo * X, UNDEFINED, id="loss-infinity"),
+        pytest.param([sp.Float("1e400") * X], X, "the number 1.0e[+]400, beyond float64",
+                     id="number-beyond-float64"),
+        pytest.param([sp.Float("1e-400") * X], X, "the number 1.0e-400, beyond float64",
+                     id="number-below-float64"),
+        pytest.param([sp.exp(sp.exp(1000000)) * X], X, "no finite float64 value",
+                     id="constant-beyond-float64"),
+        pytest.param([sp.asin(2) + X], X, "no finite float64 value", id="complex-constant"),
     ],
 )
-def test_undefined_values_are_refused_when_the_problem_is_built(rhs, loss):
-    with pytest.raises(DynamicsError, match="undefined or infinite"):
+def test_undefined_values_are_refused_when_the_problem_is_built(rhs, loss, message):
+    with pytest.raises(DynamicsError, match=message):
         gradient(Dynamics(rhs=rhs, state=[X]), [1.0], [], [0.0, 1.0], loss=loss)
 
 

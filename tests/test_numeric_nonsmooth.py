@@ -245,3 +245,12 @@ def test_convergence_study_past_a_kink_names_it():
     assert not study.passed  # first order, not rk4's 4
     assert len(study.notes) == 1 and "kink of Abs(z)" in study.notes[0]
     assert "converge only at first order" in str(study)
+
+
+def test_max_over_state_parameter_and_time_compiles_for_a_batch():
+    # d/dx Max(1, t, x + p) is a Piecewise whose conditions mix an array (x, one entry per
+    # sample) and scalars (p, t): the compiled conditions must broadcast
+    dyn = Dynamics(rhs=[sp.Max(1, T, Z + P) - Z], state=[Z], params=[P], time=T)
+    g = gradient(dyn, [[0.5], [2.0]], [0.2], [0.0, 1.0], loss=Z**2 / 2,
+                 method="forward_sensitivity", **TIGHT)
+    assert np.all(np.isfinite(g.z0)) and g.z0.shape == (2, 1)

@@ -12,6 +12,7 @@ unknown ``format_version`` or shapes that do not fit the problem are a
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -77,7 +78,11 @@ def _number(value: Any, where: str) -> float:
         raise InvalidEntry(f"`{where}` is not a number: {value!r}")
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         value = float(value)
-    if not isinstance(value, (int, float)) or not np.isfinite(value):
+    try:
+        finite = isinstance(value, (int, float)) and math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float64
+        finite = False
+    if not finite:
         raise InvalidEntry(f"`{where}` is not a finite number: {str(value)[:40]!r}")
     return float(value)
 
