@@ -9,6 +9,7 @@ from ._directional_hp import high_precision_directional as high_precision_direct
 from ._errors import InputError as InputError
 from ._errors import IntegrationError as IntegrationError
 from ._errors import MethodUnavailable as MethodUnavailable
+from ._errors import UnresolvedGrid as UnresolvedGrid
 from ._gradient import CONTINUOUS_METHODS as CONTINUOUS_METHODS
 from ._gradient import DISCRETE_METHODS as DISCRETE_METHODS
 from ._gradient import METHODS as METHODS
@@ -59,6 +60,7 @@ __all__ = [
     "MethodUnavailable",
     "RosenbrockTableau",
     "SolverOptions",
+    "UnresolvedGrid",
     "check_solver_options",
     "compute_gradient",
     "gradient",

@@ -118,12 +118,19 @@ def check_times(times: Any) -> NDArray:
             f"`times` must be a 1-D array [t_0, t_1, ..., t_N] with at least two entries "
             f"(a start and one observation), got {_shape_text(array)}."
         )
-    gaps = np.diff(array)
+    with np.errstate(over="ignore"):  # an overflowing span is refused below
+        gaps = np.diff(array)
+        span = array[-1] - array[0]
     if np.any(gaps <= 0):
         where = int(np.argmax(gaps <= 0))
         raise InputError(
             f"`times` must be strictly increasing, but times[{where}] = {array[where]:g} and "
             f"times[{where + 1}] = {array[where + 1]:g}; sort them and drop repeats."
+        )
+    if not np.isfinite(span):
+        raise InputError(
+            f"`times` spans {array[0]:g} to {array[-1]:g}, a length beyond float64's range "
+            "(1.8e308); shift or rescale the time axis."
         )
     return array.copy()
 

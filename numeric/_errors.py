@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InputError", "IntegrationError", "MethodUnavailable"]
+__all__ = ["InputError", "IntegrationError", "MethodUnavailable", "UnresolvedGrid"]
 
 
 class InputError(ValueError):
@@ -26,3 +26,8 @@ class MethodUnavailable(RuntimeError):
         super().__init__(f"method {method!r} is unavailable for this problem: {reason}")
         self.method = method
         self.reason = reason
+
+
+class UnresolvedGrid(MethodUnavailable):
+    """A continuous method on a fixed grid that does not resolve the solution (doubling the
+    steps changes it by as much as its own size): its numbers would mean nothing."""

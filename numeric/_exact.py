@@ -9,10 +9,22 @@ from numpy.typing import NDArray
 from symbolic import CompiledForm
 
 from ._checks import observed
-from ._errors import MethodUnavailable
+from ._errors import IntegrationError, MethodUnavailable
 from ._high_precision import MAX_AUGMENTED_SIZE, tight_reference
 
 __all__ = ["exact_gradient"]
+
+
+def _check_finite(values: NDArray, t: float, what: str, cause: str) -> None:
+    """Raise ``IntegrationError`` when ``values`` overflowed (or became nan) at ``t``."""
+    if not np.all(np.isfinite(values)):
+        raise IntegrationError(
+            f"the exact solution cannot be evaluated at t={t:.6g}: {what} is not finite "
+            "(beyond float64's range, 1.8e308); the solution or its gradient overflows for "
+            "these inputs, so rescale them or shorten the time span.",
+            t=float(t),
+            cause=cause,
+        )
 
 
 def exact_gradient(
@@ -65,16 +77,27 @@ def exact_gradient(
     grad_z0 = np.zeros((B, n))
     grad_a = np.zeros((m, m))
     grad_times = np.zeros(len(times))
+    _check_finite(a_tilde, times[0], "the matrix A(theta) of f = A z + c", "overflow of A")
     for i in range(1, len(times)):
         delta = times[i] - times[0]
         propagator = scipy.linalg.expm(a_tilde * delta)
+        _check_finite(propagator, times[i], f"e^(A (t_{i} - t_0))", "overflow of e^(A t)")
         z_i = (z0_tilde @ propagator.T)[:, :n]
+        _check_finite(z_i, times[i], f"the state z(t_{i}) = e^(A (t_{i} - t_0)) z_0",
+                      "non-finite state")
         loss += float(compiled.loss(z_i, observed(data, i)).sum())
         g = np.concatenate([compiled.loss_grad(z_i, observed(data, i)), np.zeros((B, 1))],
                            axis=1)
         grad_z0 += (g @ propagator)[:, :n]
         direction = g.T @ z0_tilde
-        _, frechet = scipy.linalg.expm_frechet(a_tilde.T * delta, direction)
+        _check_finite(direction, times[i], f"the loss gradient times z_0 at t_{i}",
+                      "non-finite loss gradient")
+        try:
+            _, frechet = scipy.linalg.expm_frechet(a_tilde.T * delta, direction)
+        except ValueError:  # scipy refuses the inf its own scaling and squaring produced
+            frechet = np.full_like(direction, np.inf)
+        _check_finite(frechet, times[i], f"the Frechet derivative of e^(A (t_{i} - t_0))",
+                      "overflow of the Frechet derivative")
         grad_a += delta * frechet
         grad_times[i] = float(np.sum(g[:, :n] * compiled.rhs(z_i, theta, times[i])))
     grad_theta = structure.theta_gradient(theta, grad_a[:n, :n], grad_a[:n, n]) if p else \

@@ -181,6 +181,8 @@ class Extrapolation:
     def _midpoint(self, t, u0: list, f0: list, n_sub: int, H) -> list:
         h = H / n_sub
         shift = self.bits - exponent(h)
+        if shift < 1:  # a step beyond the fixed-point range (spans like 1e300): shorten it
+            raise StepFailure("the step size exceeds the working range")
         h_fixed = to_fixed(h, shift)
         h2, half = 2 * h_fixed, 1 << (shift - 1)
         u_prev = u0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -31,9 +31,11 @@ from ._discrete import (
     discrete_adjoint_gradient,
     finite_difference_gradient,
 )
-from ._errors import InputError, IntegrationError, MethodUnavailable
+from ._errors import InputError, IntegrationError
 from ._exact import exact_gradient
+from ._finite import check_result
 from ._high_precision import DEFAULT_DIGITS, high_precision_gradient
+from ._resolution import check_resolved
 from ._rosenbrock_continuous import (
     rosenbrock_backsolve_adjoint,
     rosenbrock_forward_sensitivity,
@@ -44,6 +46,7 @@ from ._rosenbrock_discrete import rosenbrock_discrete_adjoint
 from ._rosenbrock_tableau import is_rosenbrock
 from ._solve import solve_trajectory
 from ._stiffness import explain_stiff_failure, is_stiff
+from ._switching import check_switches
 
 __all__ = ["CONTINUOUS_METHODS", "DISCRETE_METHODS", "METHODS", "Gradient", "gradient"]
 
@@ -132,16 +135,31 @@ def compute_gradient(
     data: NDArray | None = None,
 ) -> Gradient:
     """:func:`gradient` on checked inputs (``z0`` is ``(B, n)``, ``data`` ``(N, B, k)`` or
-    None); used by the audits."""
+    None); used by the audits.
+
+    Before a method runs: where the trajectory crosses a switch of ``f`` every method
+    refuses, and a kink it meets is noted in ``info["nonsmooth"]`` (``_switching``); a
+    continuous method on a fixed grid that does not resolve the solution refuses
+    (``_resolution``). After it: a non-finite loss or gradient, or finite differences that
+    cannot resolve a block, become errors (``_finite``).
+    """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # every block is checked for finiteness below, and every solve for its state
+        nonsmooth = check_switches(compiled, z0, theta, times, method, options, data)
+        if method in CONTINUOUS_METHODS:
+            check_resolved(compiled, z0, theta, times, method, options)
         try:
-            return _compute(compiled, z0, theta, times, method, options, digits, data)
+            result = _compute(compiled, z0, theta, times, method, options, digits, data)
         except IntegrationError as exc:  # an explicit solver on stiff dynamics says so
             explained = explain_stiff_failure(compiled, z0, theta, times, options, exc)
             if explained is exc:
                 raise
             raise explained from exc
+        check_result(compiled, z0, theta, times, method, options, result.loss,
+                     result.blocks(), result.info, data)
+    if nonsmooth:
+        result = replace(result, info=MappingProxyType({**result.info, "nonsmooth": nonsmooth}))
+    return result
 
 
 def _compute(compiled, z0, theta, times, method, options, digits, data) -> Gradient:
@@ -184,16 +202,6 @@ def _compute(compiled, z0, theta, times, method, options, digits, data) -> Gradi
             stiff=not compiled.non_analytic and is_stiff(compiled, z0, theta, times),
         )
         info.update(hp_info)
-    for block, values in (("z0", g_z0), ("theta", g_theta), ("times", g_times)):
-        bad = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=float)))
-        if bad.size:
-            raise MethodUnavailable(
-                method,
-                f"its {block} gradient is not finite at entries {bad[:6].tolist()} (flat "
-                "index): the derivative does not exist there for this method, e.g. df/dt is "
-                "infinite where a stage is evaluated (sqrt(t) at t = 0). Use a continuous "
-                "method, or start the time span inside the domain.",
-            )
     return Gradient(
         loss=float(loss),
         z0=np.asarray(g_z0, dtype=float),

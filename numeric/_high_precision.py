@@ -182,6 +182,37 @@ def _stepper(compiled: CompiledForm, funcs, theta_mp: list, blocks: list, tol: f
                          bits=prec + EXTRA_BITS, prec=prec, max_steps=MAX_MACRO_STEPS)
 
 
+def _real_finite(value: Any, gradient: list, t: float, i: int) -> Any:
+    """``value`` (the loss at ``t_i``), after checking that it and its ``gradient`` are real
+    and finite: a complex or infinite value means the loss is undefined on the path."""
+    for v in (value, *gradient):
+        if (isinstance(v, mpmath.mpc) and v.imag != 0) or not mpmath.isfinite(v):
+            raise IntegrationError(
+                f"the loss at t_{i} = {t:.6g} is not real and finite in high precision ({v}): "
+                "it is undefined there (e.g. log or sqrt of a negative number) or infinite; "
+                "keep the trajectory inside the loss's domain.",
+                t=t,
+                cause="loss undefined",
+            )
+    return value
+
+
+def _loss_at(funcs: Any, z: list, y: list, t: float, i: int) -> tuple[list, Any]:
+    """The loss gradient and value at ``z(t_i)``, real and finite, or ``IntegrationError``."""
+    try:
+        gradient = _values(funcs.loss_grad(z, y))
+        value = funcs.loss(z, y)
+    except (ArithmeticError, ValueError) as exc:  # log(0), 1/0 in mpmath
+        raise IntegrationError(
+            f"the loss at t_{i} = {t:.6g} cannot be evaluated in high precision "
+            f"({type(exc).__name__}): it is undefined or infinite there; keep the trajectory "
+            "inside the loss's domain.",
+            t=t,
+            cause="loss undefined",
+        ) from exc
+    return gradient, _real_finite(value, gradient, t, i)
+
+
 def _solve(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, *, data,
            tolerance_digits: int, working_digits: int, stiff: bool = False) -> _Solution:
     """One forward-sensitivity solve in mpmath at ``working_digits`` decimal digits with the
@@ -218,8 +249,8 @@ def _solve(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, 
                 y = stepper.integrate(y, ts[i - 1], ts[i])
                 z = y[:n]
                 y_i = [] if data is None else [mpf(float(v)) for v in data[i - 1][b]]
-                g = _values(funcs.loss_grad(z, y_i))
-                loss += funcs.loss(z, y_i)
+                g, value = _loss_at(funcs, z, y_i, float(times[i]), i)
+                loss += value
                 zero = [mpf(0)] * len(y_i)
                 g_abs = [max(abs(a), abs(b)) for a, b in
                          zip(g, _values(funcs.loss_grad(z, zero)), strict=True)]

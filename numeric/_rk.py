@@ -279,6 +279,14 @@ def initial_step(
     d0, d1 = _rms(y / scale), _rms(f0 / scale)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
+    if not h0 > 0:  # |f| / |y| beyond float64's range: no step size resolves it
+        raise IntegrationError(
+            f"integration cannot start at t={t:.6g}: the initial step size underflows to 0 "
+            "because |dy/dt| is too large relative to y (the dynamics or the inputs are "
+            "beyond float64's range); rescale them.",
+            t=float(t),
+            cause="step size underflow",
+        )
     y1 = y + h0 * direction * f0
     f1 = rhs(t_b if h0 >= span else t + h0 * direction, y1)
     d2 = _rms((f1 - f0) / scale) / h0

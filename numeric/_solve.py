@@ -180,7 +180,8 @@ def solve(
         solver, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps
     )
     try:
-        zs = solve_trajectory(compiled, z0_2d, theta, times, options).zs
+        with np.errstate(all="ignore"):  # a non-finite state is an IntegrationError
+            zs = solve_trajectory(compiled, z0_2d, theta, times, options).zs
     except IntegrationError as exc:  # an explicit solver on stiff dynamics says so
         explained = explain_stiff_failure(compiled, z0_2d, theta, times, options, exc)
         if explained is exc:

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import sympy as sp
 
-from ._dynamics import Dynamics, DynamicsError, check_loss, check_targets
+from ._dynamics import Dynamics, check_loss, check_targets
+from ._matrix_eval import GraphEvaluator
 
 __all__ = ["BACKENDS", "BackendForm", "backend_form"]
 
@@ -170,70 +171,9 @@ def _matrix_form(dynamics: Dynamics, loss: sp.Expr, backend: str, targets: Seque
     state-dependent column ``x`` is an array ``(..., m)``, so ``W x`` is ``x @ W.T``; a
     parameter-only node is the matrix itself."""
     spec = dynamics.matrix
-    graph = spec.graph
     module = BACKENDS[backend][1]
-    xp = stack.xp
+    rhs = GraphEvaluator(spec, module, stack.xp).rhs
     leaves = list(spec.leaves)
-    scalar_leaves = [leaf for leaf in leaves if not isinstance(leaf, sp.MatrixSymbol)]
-    time = spec.time if spec.time is not None else sp.Dummy("t")
-    compiled: dict[int, Callable[..., Any]] = {}
-    for node in graph.nodes:
-        if node.op == "scalar":
-            compiled[node.index] = sp.lambdify([time, *scalar_leaves], node.payload,
-                                               modules=module, dummify=True)
-        elif node.op == "apply":
-            activation = node.payload
-            compiled[node.index] = sp.lambdify([activation.variable], activation.body,
-                                               modules=module, dummify=True)
-    constants = {node.index: np.array(node.payload.tolist(), dtype=float)
-                 for node in graph.nodes if node.op == "const"}
-    position = {leaf: i for i, leaf in enumerate(leaves)}
-
-    def as_row(node, value):
-        # a parameter-only column meeting a state-dependent one: (m, 1) -> (m,)
-        return value if node.row else value[..., 0]
-
-    def rhs(z, theta, t):
-        theta = list(theta)
-        scalars = [theta[position[leaf]] for leaf in scalar_leaves]
-        values: dict[int, Any] = {}
-        for node in graph.nodes:
-            args = [values[i] for i in node.args]
-            nodes = [graph.nodes[i] for i in node.args]
-            if node.op == "state":
-                value = z
-            elif node.op == "param":
-                value = theta[node.payload]  # the leaf's position in theta order
-            elif node.op == "time":
-                value = t
-            elif node.op == "scalar":
-                value = compiled[node.index](t, *scalars)
-            elif node.op == "const":
-                value = xp.asarray(constants[node.index], dtype=z.dtype)
-            elif node.op == "matmul":
-                a, x = args
-                value = x @ xp.swapaxes(a, -1, -2) if nodes[1].row else a @ x
-            elif node.op in ("add", "hadamard"):
-                a, b = args
-                if nodes[0].row != nodes[1].row:
-                    a, b = as_row(nodes[0], a), as_row(nodes[1], b)
-                value = a + b if node.op == "add" else a * b
-            elif node.op == "scale":
-                c, x = args
-                value = c * x
-            elif node.op == "apply":
-                value = compiled[node.index](args[0])
-            elif node.op == "transpose":
-                value = xp.swapaxes(args[0], -1, -2)
-            else:  # pragma: no cover - build_graph admits no other operation
-                raise DynamicsError(f"matrix-form operation {node.op!r} has no {backend} "
-                                    "printer")
-            values[node.index] = value
-        out = values[graph.output]
-        if not graph.nodes[graph.output].row:
-            out = out[..., 0]
-        return out + xp.zeros_like(z) if tuple(out.shape) != tuple(z.shape) else out
-
     shapes = tuple(shape for _, _, shape in spec.offsets)
     return BackendForm(
         rhs=rhs, loss=_loss_function(dynamics, loss, targets, module, stack), backend=backend,

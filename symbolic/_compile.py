@@ -21,6 +21,8 @@ from ._adjoint import derive_adjoint
 from ._calculus import real_jacobian
 from ._dynamics import Dynamics, check_loss, check_targets
 from ._kernel import ElementwiseKernel, LinearKernel
+from ._printing import numpy_printer
+from ._switching import CompiledSwitching
 
 __all__ = [
     "NON_ANALYTIC_FUNCTIONS",
@@ -67,6 +69,7 @@ class CompiledForm(Protocol):
     non_analytic: tuple[str, ...]
     state_names: tuple[str, ...]
     param_names: tuple[str, ...]
+    switching: CompiledSwitching  # switching surfaces of f and the loss (empty when smooth)
 
     def rhs(self, z: NDArray, theta: NDArray, t: Any) -> NDArray: ...  # (B, n)
 
@@ -121,7 +124,7 @@ class _VectorFunction:
         self._fn: Callable[..., Any] | None = None
         if self._live:  # compile only the entries that are not constants
             self._fn = sp.lambdify(flat_args, [exprs[j] for j in self._live], modules="numpy",
-                                   cse=True, dummify=True)
+                                   cse=True, dummify=True, printer=numpy_printer())
         self._all_zero = all(c == 0 for c in self._constant)
         self._nonzero_constants = [(j, c) for j, c in enumerate(self._constant)
                                    if c is not None and c != 0]
@@ -236,6 +239,7 @@ class CompiledDynamics:
         self.state_names = tuple(str(s) for s in dynamics.state)
         self.param_names = tuple(str(s) for s in dynamics.params)
         self.non_analytic = _non_analytic_names([*dynamics.rhs, loss])
+        self.switching = CompiledSwitching(dynamics, loss, targets)
 
         adjoint = derive_adjoint(dynamics, loss, targets)
         z = sp.Matrix(dynamics.state)
@@ -404,7 +408,8 @@ class CompiledDynamics:
         }
 
         def evaluate(exprs: list, shape: tuple[int, ...]) -> Callable[[NDArray], NDArray]:
-            fn = sp.lambdify([theta], exprs, modules="numpy", dummify=True)
+            fn = sp.lambdify([theta], exprs, modules="numpy", dummify=True,
+                             printer=numpy_printer())
 
             def call(values: NDArray) -> NDArray:
                 out = np.zeros(shape, dtype=_result_dtype(values))

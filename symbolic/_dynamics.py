@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import sympy as sp
+from mpmath.libmp import to_str
 from sympy.core.function import AppliedUndef
 from sympy.matrices.expressions.matexpr import MatrixElement
 
@@ -62,13 +64,70 @@ def _as_symbol_tuple(value: Any, name: str, *, allow_empty: bool) -> tuple[sp.Sy
     return symbols
 
 
+#: Values SymPy gives a division by zero, log(0) and the like: no number can stand for them.
+UNDEFINED_VALUES = (sp.S.ComplexInfinity, sp.S.NaN, sp.S.Infinity, sp.S.NegativeInfinity)
+
+
+def check_defined(expr: sp.Basic, where: str) -> None:
+    """Raise ``DynamicsError`` when ``expr`` contains ``zoo``, ``nan``, ``oo`` or an
+    ``AccumBounds`` interval."""
+    found = [str(v) for v in UNDEFINED_VALUES if expr.has(v)]
+    if expr.has(sp.AccumBounds):
+        found.append("AccumBounds")
+    if found:
+        raise DynamicsError(
+            f"{where} is undefined or infinite: {_describe(expr)} contains {found[0]} (SymPy's "
+            "value for a division by zero, log(0), an infinite limit or sin(oo)); write an "
+            "expression that is finite wherever the trajectory goes."
+        )
+
+
+#: The largest float64 and the smallest positive one: a number beyond them becomes inf or 0
+#: when the expression is compiled.
+_FLOAT64_MAX, _FLOAT64_TINY = sp.Float(1.7976931348623157e308), sp.Float(5e-324)
+
+
+def _constants(expr: sp.Basic) -> list[sp.Expr]:
+    """The largest sub-expressions without symbols that are not plain numbers (``sqrt(2)``,
+    ``exp(exp(10**6))``): their value is first computed when the expression is compiled."""
+    if not isinstance(expr, sp.Expr) or isinstance(expr, sp.Number):
+        return [c for arg in getattr(expr, "args", ()) for c in _constants(arg)]
+    if not expr.free_symbols and expr.is_number:
+        return [expr]
+    return [c for arg in expr.args for c in _constants(arg)]
+
+
 def _check_real_expression(expr: sp.Expr, where: str) -> None:
-    """Neural-ODE dynamics and losses are real: no complex numbers, no undefined functions."""
+    """Neural-ODE dynamics and losses are real: no complex numbers, no undefined functions,
+    no undefined values, no distributions."""
+    check_defined(expr, where)
+    if expr.has(sp.DiracDelta):
+        raise DynamicsError(
+            f"{where} contains DiracDelta, a distribution rather than a function: it has no "
+            "value to integrate; write the impulse as a jump in the state instead."
+        )
     if expr.has(sp.I) or any(n.is_real is False for n in expr.atoms(sp.Number)):
         raise DynamicsError(
             f"{where} contains a complex number ({_describe(expr)}); the state, parameters and "
             "loss are real, so write the real and imaginary parts as separate states."
         )
+    beyond = [n for n in expr.atoms(sp.Number)
+              if abs(n) > _FLOAT64_MAX or 0 < abs(n) < _FLOAT64_TINY]
+    if beyond:
+        raise DynamicsError(
+            f"{where} contains the number {to_str(sp.Float(beyond[0], 6)._mpf_, 3)}, beyond "
+            "float64's range (5e-324 to 1.8e308) in which it is computed; rescale the "
+            "expression."
+        )
+    for constant in _constants(expr):
+        with np.errstate(all="ignore"):
+            value = complex(sp.lambdify([], constant, modules="numpy")())
+        if not np.isfinite(value):
+            raise DynamicsError(
+                f"{where} contains the constant {_describe(constant)}, which has no finite "
+                "float64 value (it overflows 1.8e308, or is not real, like asin(2)); rescale "
+                "or correct the expression."
+            )
     undefined = sorted({type(f).__name__ for f in expr.atoms(AppliedUndef)})
     if undefined:
         raise DynamicsError(

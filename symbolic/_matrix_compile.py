@@ -25,6 +25,7 @@ from ._compile import (
 )
 from ._dynamics import Dynamics, DynamicsError, check_loss, check_targets
 from ._kernel import MatrixKernel
+from ._matrix_eval import MatrixSwitching
 from ._matrix_kernels import MatrixKernels
 
 __all__ = ["CompiledMatrixDynamics"]
@@ -75,6 +76,9 @@ class CompiledMatrixDynamics:
         mapping = dict(zip(dynamics.state, z, strict=True))
         mapping.update(dict(zip(targets, y, strict=True)))
         scalar_loss = loss.xreplace(mapping)
+        #: Switching surfaces of the activations, scalar factors and the loss (symbolic
+        #: ._matrix_eval.MatrixSwitching); empty (false) for smooth dynamics.
+        self.switching = MatrixSwitching(spec, scalar_loss, y, z)
         self._loss_gradient_expr = real_jacobian([scalar_loss], z).T
         self._loss = _VectorFunction([scalar_loss], [z, y])
         self._loss_grad = _VectorFunction(list(self._loss_gradient_expr), [z, y])

@@ -137,7 +137,9 @@ def _activation(fn: sp.Lambda, names: dict) -> Activation:
     else:
         name = next((name for name, form in known.items() if sp.simplify(body - form) == 0),
                     f"sigma_{len(names) + 1}")
-    derivative = sp.diff(body, x)
+    from ._calculus import almost_everywhere
+
+    derivative = almost_everywhere(sp.diff(body, x))  # DiracDelta off the switch: 0
     y = sp.Dummy("y", real=True)
     activation = Activation(name, x, body, derivative, _in_output(body, derivative, x, y), y)
     names[key] = activation

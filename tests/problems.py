@@ -21,6 +21,8 @@ __all__ = [
     "builtin_problem",
     "constant_drift",
     "constant_drift_gradient",
+    "kink_crossing",
+    "kink_crossing_gradient",
     "linear_dynamics",
     "matrix_network",
     "non_analytic",
@@ -132,6 +134,40 @@ def non_analytic(*, real: bool = True) -> Problem:
         times=np.array([0.0, 1.0]),
         name="non_analytic",
     )
+
+
+def kink_crossing() -> Problem:
+    """``z' = p - |z|`` from ``z0 = -1/2`` with ``p = 1``: the trajectory crosses the kink
+    ``z = 0`` at ``tau = ln(p / (z0 + p)) = ln 2``.
+
+    Below the kink ``z = (z0 + p) e^t - p``, above it ``z = p - p e^{-(t - tau)}``; ``f`` is
+    continuous, so the gradient has no jump term and :func:`kink_crossing_gradient` gives
+    it in closed form from ``z(T) = p - p^2 e^{-T} / (z0 + p)``.
+    """
+    z, p = sp.symbols("z p")
+    return Problem(
+        dynamics=Dynamics(rhs=[p - sp.Abs(z)], state=[z], params=[p]),
+        loss=z**2 / 2,
+        z0=np.array([[-0.5]]),
+        theta=np.array([1.0]),
+        times=np.array([0.0, 2.0]),
+        name="kink_crossing",
+    )
+
+
+def kink_crossing_gradient(problem: Problem) -> dict[str, np.ndarray]:
+    """The exact gradient of :func:`kink_crossing` (closed form, see there)."""
+    z0, p, T = sp.symbols("z0 p T")
+    z_T = p - p**2 * sp.exp(-T) / (z0 + p)
+    loss = z_T**2 / 2
+    at = {z0: problem.z0[0, 0], p: problem.theta[0], T: problem.times[-1] - problem.times[0]}
+    f_T, f_0 = p - sp.Abs(z_T), p - sp.Abs(z0)
+    d_z0 = sp.diff(loss, z0)
+    return {
+        "z0": np.array([[float(d_z0.subs(at))]]),
+        "theta": np.array([float(sp.diff(loss, p).subs(at))]),
+        "times": np.array([float((-d_z0 * f_0).subs(at)), float((z_T * f_T).subs(at))]),
+    }
 
 
 def time_dependent_nonlinear() -> Problem:

@@ -91,3 +91,38 @@ def test_large_network_refuses_per_entry_and_sensitivity_methods():
     g = gradient(dyn, z0, theta, times, loss=loss, method="discrete_adjoint", solver="rk4",
                  steps=20)
     assert g.theta.shape == (dyn.p,) and np.all(np.isfinite(g.theta))
+
+
+# -- non-smooth activations in matrix form ---------------------------------------------------
+
+
+def _switching_network(activation):
+    n, h = 2, 4
+    z = sp.MatrixSymbol("z", n, 1)
+    W1, b1 = sp.MatrixSymbol("W1", h, n), sp.MatrixSymbol("b1", h, 1)
+    W2 = sp.MatrixSymbol("W2", n, h)
+    dyn = Dynamics(rhs=W2 * (W1 * z + b1).applyfunc(activation), state=z,
+                   params=[W1, b1, W2])
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal(dyn.p)
+    return dyn, (z.T * z)[0, 0] / 2, rng.standard_normal((3, n)), theta
+
+
+def test_matrix_form_finds_the_kinks_of_a_relu_network_as_elementwise_form_does():
+    u = sp.Symbol("u")
+    dyn, loss, z0, theta = _switching_network(sp.Lambda(u, sp.Max(0, u)))
+    options = {"method": "interpolated_adjoint", "rtol": 1e-10, "atol": 1e-12}
+    matrix = gradient(dyn, z0, theta, [0.0, 1.0], loss=loss, **options)
+    entries = gradient(dyn.as_elementwise(), z0, theta, [0.0, 1.0], loss=dyn.explicit(loss),
+                       **options)
+    (met,) = matrix.info["nonsmooth"]
+    assert "the kink of Max(0, (W1*z + b1)[2])" in met
+    assert met.split(" at t = ")[1] == entries.info["nonsmooth"][0].split(" at t = ")[1]
+    assert np.abs(matrix.theta - entries.theta).max() <= 1e-9 * np.abs(entries.theta).max()
+
+
+def test_matrix_form_refuses_a_crossed_jump_of_an_activation():
+    u = sp.Symbol("u")
+    dyn, loss, z0, theta = _switching_network(sp.Lambda(u, sp.Heaviside(u)))
+    with pytest.raises(MethodUnavailable, match=r"crosses the switch of Heaviside\(\(W1\*z"):
+        gradient(dyn, z0, theta, [0.0, 1.0], loss=loss, method="interpolated_adjoint")

@@ -48,6 +48,37 @@ def test_round_trip_passes_against_our_own_gradient(linear_file):
     assert report.passed, str(report)
 
 
+def test_matrix_form_round_trip_keeps_the_matrices_and_catches_a_wrong_gradient(tmp_path):
+    """The network stored in matrix form (a time-dependent scalar factor, a transpose, a
+    Hadamard product with a constant, a scalar parameter): read back as matrix-form
+    dynamics, our gradient passes, a sign flip in one matrix fails naming it."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import problems
+
+    original = problems.matrix_network()
+    path = tmp_path / "net.json"
+    write_reference(original, path)
+    document = json.loads(path.read_text())
+    assert document["dynamics"]["form"] == "matrix"
+    loaded = load_reference(path)
+    problem = loaded.problem
+    assert problem.dynamics.form == "matrix"
+    assert problem.dynamics.param_shapes == original.dynamics.param_shapes
+    assert check_against_reference(loaded, _library_gradient(problem)).passed
+    good = _library_gradient(problem)
+
+    def flipped(z0, theta, times):
+        g_z0, g_theta, g_times = good(z0, theta, times)
+        g_theta = g_theta.copy()
+        g_theta[18:24] *= -1  # b1
+        return g_z0, g_theta, g_times
+
+    report = check_against_reference(loaded, flipped)
+    assert not report.passed and "b1" in str(report)
+
+
 def test_document_carries_provenance(linear_file):
     document = json.loads(linear_file.read_text())
     assert document["reference"]["method"] == "high_precision"

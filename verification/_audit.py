@@ -27,12 +27,15 @@ from numeric import (
 )
 from numeric._checks import SolverOptions, check_problem
 from numeric._directional import complex_step_directional, finite_difference_directional
+from numeric._finite import check_loss_on_path
 from numeric._gradient import check_method, frozen_grid
 from numeric._stiffness import is_stiff
 
 from ._diagnose import diagnose
 from ._frozen_grid import frozen_grid_error
+from ._nonsmooth import nonsmooth_notes, nonsmooth_reason
 from ._problems import Problem
+from ._quiet import quiet_numerics
 from ._references import ReferenceGradient, best_reference, check_strategy, term_scale
 from ._report import (
     BLOCKS,
@@ -94,6 +97,7 @@ _REFERENCE_METHODS = ("exact", "high_precision")
 _FROZEN = ("discrete_adjoint", "complex_step")
 
 
+@quiet_numerics
 def audit(
     dynamics,
     z0,
@@ -164,8 +168,13 @@ def audit(
     numeric.InputError
         Malformed inputs, an unknown ``measure``, or ``methods`` that leave nothing to
         compare.
+    numeric.IntegrationError
+        The loss (or its gradient) is not finite at an observed state: undefined there
+        (``log`` of a negative number) or beyond float64's range.
     """
     checked = check_problem(dynamics, loss, z0, theta, times, targets=targets, data=data)
+    check_loss_on_path(checked.compiled, checked.z0, checked.theta, checked.times,
+                       checked.data)
     measure = check_measure(measure)
     options = _solver_options(solver, rtol, atol, steps)
     wanted = _plan(methods)
@@ -206,6 +215,9 @@ def audit(
     _list_leftovers(report, computed, wanted, name)
     if not report.rows:
         reasons = "; ".join(f"{s.method}: {s.reason}" for s in report.skipped)
+        if methods is None:  # every method asked for, none comparable here
+            raise MethodUnavailable("audit", f"no method can be compared with a reference on "
+                                    f"this problem. {reasons}")
         raise InputError(
             f"`methods`={sorted(wanted)} leaves nothing to compare: 'exact' and "
             "'high_precision' are references (together they check each other), and "
@@ -220,7 +232,7 @@ def audit(
               f"N={len(problem.times) - 1} observations",
         solver=options.describe(),
         reference=reference.describe() if reference else "none available",
-        notes=tuple(notes),
+        notes=(*notes, *nonsmooth_notes(computed.results, reference)),
         measure=measure,
     ))
     return report
@@ -371,6 +383,11 @@ def _compare(rows: _Rows, problem: _Inputs, computed: _Computed, wanted: set[str
         if "complex_step" in wanted and "discrete_adjoint" not in wanted:
             continuous.append("complex_step")
         continuous = [m for m in continuous if computed.ran(m)]
+        for method in [m for m in continuous if m in results]:
+            reason = nonsmooth_reason(method, problem.options, results, reference)
+            if reason:  # first-order convergence past a kink: not the method's fault
+                rows.report.skipped.append(Skipped(rows.name, method, reason))
+                continuous.remove(method)
         coarse = ""
         if continuous:  # the fixed-step estimate costs three solves: only when needed
             tolerance, coarse = _continuous_tolerance(problem, reference, rows.terms,

@@ -15,10 +15,13 @@ from numeric import (
     InputError,
 )
 from numeric._checks import check_problem
+from numeric._finite import check_loss_on_path
 
 from ._alternatives import AuditContext, alternatives
 from ._diagnose import EXPLAINED, diagnose
 from ._explain import library_untraced, traced
+from ._nonsmooth import annotate_failures, nonsmooth_notes
+from ._quiet import callers_errstate, quiet_numerics
 from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, SKIP_KINDS, ProblemSummary, Report, Row, Skipped, entry_label
 from ._tolerances import block_error, check_measure, compare_block
@@ -51,8 +54,9 @@ class ImplementationError(InputError):
 def call_implementation(grad_fn, z0, theta, times, expected: Mapping[str, tuple]):
     """Call ``grad_fn`` on copies of the inputs and check the form of what it returns."""
     try:
-        out = grad_fn(np.array(z0, copy=True), np.array(theta, copy=True),
-                      np.array(times, copy=True))
+        with callers_errstate():  # the caller's code, under the caller's settings
+            out = grad_fn(np.array(z0, copy=True), np.array(theta, copy=True),
+                          np.array(times, copy=True))
     except Exception as exc:
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         raise ImplementationError(
@@ -90,6 +94,7 @@ def call_implementation(grad_fn, z0, theta, times, expected: Mapping[str, tuple]
     return blocks
 
 
+@quiet_numerics
 def audit_gradient(
     dynamics,
     grad_fn: Callable[..., Any],
@@ -168,6 +173,9 @@ def audit_gradient(
         expected and the given shape).
     InputError
         ``rtol`` is below what the reference can certify, or ``measure`` is unknown.
+    numeric.IntegrationError
+        The loss (or its gradient) is not finite at an observed state, or no reference can
+        be computed.
     """
     with library_untraced():  # hypothesis explains failures by the lines under audit
         return _audit_gradient(dynamics, traced(grad_fn) if callable(grad_fn) else grad_fn,
@@ -186,6 +194,7 @@ def _audit_gradient(dynamics, grad_fn, z0, theta, times, *, loss, rtol, atol, na
         checked.compiled, checked.z0, checked.single, checked.theta, checked.times,
         checked.data,
     )
+    check_loss_on_path(compiled, z0_2d, theta, times, data)
     ok = isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and rtol > 0
     if not ok or not np.isfinite(rtol):
         raise InputError(f"`rtol` must be a finite number > 0, got {rtol!r}.")
@@ -214,6 +223,7 @@ def _audit_gradient(dynamics, grad_fn, z0, theta, times, *, loss, rtol, atol, na
         report, blocks, reference, rtol, label, atol=atol, terms=terms, measure=measure,
         context=AuditContext(compiled, grad_fn, z0_2d, theta, times, single, digits, data),
     )
+    annotate_failures(report, reference)
     report.problems.append(ProblemSummary(
         name=label,
         description="outside gradient implementation under audit",
@@ -222,7 +232,8 @@ def _audit_gradient(dynamics, grad_fn, z0, theta, times, *, loss, rtol, atol, na
         solver="(the implementation's own)",
         reference=reference.describe(),
         measure=measure,
-        notes=_cost_notes(reference, time.perf_counter() - started),
+        notes=(*_cost_notes(reference, time.perf_counter() - started),
+               *nonsmooth_notes({}, reference)),
     ))
     if "times" not in blocks:
         reason = getattr(grad_fn, "no_times_reason", "") or "grad_fn returned no time gradient"

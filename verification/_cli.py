@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from numeric import METHODS, InputError
+from numeric import METHODS, InputError, IntegrationError, MethodUnavailable
 from numeric._checks import SOLVERS
 from symbolic import DynamicsError
 
@@ -275,8 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"adjoint-verify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (InputError, DynamicsError) as exc:
-        print(f"adjoint-verify: error: {exc}", file=sys.stderr)
+    except (InputError, DynamicsError, IntegrationError, MethodUnavailable) as exc:
+        # a problem (from a file) the methods cannot serve: one line, like a bad input
+        print(f"adjoint-verify: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # e.g. --out in a folder that does not exist
         where = f" {exc.filename}" if exc.filename else ""

@@ -13,12 +13,17 @@ from numpy.typing import NDArray
 from numeric import (
     IntegrationError,
     MethodUnavailable,
+    UnresolvedGrid,
     check_solver_options,
     compute_gradient,
 )
 from numeric._checks import check_problem
+from numeric._finite import check_loss_on_path
 from numeric._gradient import check_method
 
+from . import _references
+from ._nonsmooth import unique_kinks
+from ._quiet import quiet_numerics
 from ._references import term_scale
 from ._report import BLOCKS
 from ._tolerances import ROUNDING, block_error
@@ -68,6 +73,9 @@ class ConvergenceStudy:
     observed_order: float
     expected_order: float
     used: NDArray = field(repr=False, default_factory=lambda: np.zeros(0, bool))
+    #: Kinks the trajectory meets (``info["nonsmooth"]``): past one, every solver converges
+    #: only at first order, whatever its order on smooth problems.
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -81,7 +89,10 @@ class ConvergenceStudy:
 
     @property
     def asymptotic(self) -> bool:
-        """Every error used in the fit is below :data:`~.ASYMPTOTIC_LIMIT`."""
+        """Every error used in the fit is below :data:`~.ASYMPTOTIC_LIMIT`, and every grid
+        resolves the solution (an unresolved one has an infinite error)."""
+        if not np.all(np.isfinite(self.max_errors())):
+            return False
         worst = self.max_errors()[self.used] if self.used.size else self.max_errors()
         return bool(np.all(worst < ASYMPTOTIC_LIMIT))
 
@@ -100,6 +111,7 @@ class ConvergenceStudy:
             "observed_order": self.observed_order,
             "expected_order": self.expected_order,
             "passed": self.passed,
+            "notes": list(self.notes),
         }
 
     def plot(self, path: str) -> None:
@@ -142,11 +154,16 @@ class ConvergenceStudy:
         ]
         for i, value in enumerate(self.values):
             cells = " ".join(f"{self.errors[b][i]:9.2e}" for b in BLOCKS)
-            mark = "" if self.used.size == 0 or self.used[i] else "  (rounding floor)"
+            if not np.isfinite(self.max_errors()[i]):
+                mark = "  (the grid does not resolve the solution)"
+            else:
+                mark = "" if self.used.size == 0 or self.used[i] else "  (rounding floor)"
             shown = f"{int(value):>8d}" if fixed else f"{value:>8.0e}"
             size = f"{self.step_sizes[i]:9.2e}" if fixed else " " * 9
             lines.append(f"   {shown} {size} {cells}{mark}")
         verdict = "pass" if self.passed else "FAIL"
+        lines += [f"   note: {note}: solvers converge only at first order across it"
+                  for note in self.notes]
         if not self.asymptotic:
             lines.append(f"   errors above {ASYMPTOTIC_LIMIT:g}: not in the asymptotic regime, "
                          "so the fitted order means nothing; use smaller steps or tolerances")
@@ -164,6 +181,7 @@ def _fit_slope(x: NDArray, y: NDArray) -> float:
     return float(slope)
 
 
+@quiet_numerics
 def convergence_study(
     dynamics,
     z0,
@@ -195,12 +213,14 @@ def convergence_study(
         checked.compiled, checked.z0, checked.theta, checked.times, checked.data
     )
     method = check_method(method)
+    check_loss_on_path(compiled, z0, theta, times, data)
     ref, ref_label = _reference(compiled, z0, theta, times, reference, data)
     terms = term_scale(compiled, z0, theta, times, data)
     adaptive = solver == "dopri5"  # rodas4 studies its fixed-step mode, as the others
     values = np.array(rtols if adaptive else steps, dtype=float)
     errors: dict[str, list[float]] = {b: [] for b in BLOCKS}
     sizes = []
+    notes = list(ref.info.get("nonsmooth", ()))
     for value in values:
         if adaptive:
             options = check_solver_options(solver, steps=None, rtol=float(value),
@@ -210,12 +230,18 @@ def convergence_study(
             options = check_solver_options(solver, steps=int(value), rtol=None, atol=None,
                                            max_steps=100_000)
             sizes.append(float(np.max(np.diff(times))) / int(value))
-        g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
+        try:
+            g = compute_gradient(compiled, z0, theta, times, method, options, data=data)
+        except UnresolvedGrid:  # no correct digit on this grid: an infinite error
+            for b in BLOCKS:
+                errors[b].append(float("inf"))
+            continue
         for b in BLOCKS:
             errors[b].append(block_error(getattr(g, b), getattr(ref, b), terms[b]))
+        notes = unique_kinks([*notes, *g.info.get("nonsmooth", ())])
     err = {b: np.array(e) for b, e in errors.items()}
     worst = np.max(np.stack(list(err.values())), axis=0)
-    used = worst > FLOOR_MULTIPLE * ROUNDING
+    used = (worst > FLOOR_MULTIPLE * ROUNDING) & np.isfinite(worst)
     sizes_arr = np.array(sizes)
     order = _fit_slope(sizes_arr[used], worst[used])
     return ConvergenceStudy(
@@ -229,6 +255,7 @@ def convergence_study(
         observed_order=order,
         expected_order=1.0 if adaptive else float(options.tableau.order),
         used=used,
+        notes=tuple(notes),
     )
 
 
@@ -238,7 +265,7 @@ def _reference(compiled, z0, theta, times, name, data):
     for candidate in ladder:
         candidate = check_method(candidate)
         options = check_solver_options("dopri5", steps=None, rtol=1e-13, atol=1e-15,
-                                       max_steps=100_000)
+                                       max_steps=_references.TIGHT_MAX_STEPS)
         try:
             g = compute_gradient(compiled, z0, theta, times, candidate, options, data=data)
         except (MethodUnavailable, IntegrationError) as exc:

@@ -1,7 +1,7 @@
 """``peers``: every gradient mode of torchdiffeq and diffrax audited on the built-in problems.
 
-Each mode is a :class:`verification.adapters.LibraryGradient` audited by
-:func:`audit_gradient`, held to the reference and tolerance its numerics call for:
+Each mode is a ``LibraryGradient`` (:mod:`verification.adapters`) audited by
+:func:`verification.audit_gradient`, held to the reference and tolerance its numerics call for:
 
 - backpropagation through a fixed-step solver on our grid (``steps`` per observation
   interval) is the exact derivative of that solver's discrete map: it is held to the
@@ -259,7 +259,7 @@ def peers(libraries: Sequence[str] | None = None,
         asked for by name must be installed).
     problems : sequence of str, optional
         Built-in problem names (default: every one but the stiff ones,
-        :data:`PEER_PROBLEMS`).
+        :data:`~verification._peers.PEER_PROBLEMS`).
 
     Returns
     -------
@@ -273,7 +273,7 @@ def peers(libraries: Sequence[str] | None = None,
         A library asked for by name is not installed.
     KeyError
         An unknown library or problem name, or a stiff problem (see
-        :data:`PEER_PROBLEMS`).
+        :data:`~verification._peers.PEER_PROBLEMS`).
     """
     names = list(LIBRARIES) if libraries is None else list(libraries)
     for name in names:

@@ -1,9 +1,12 @@
 """Reference results as files: a problem and its gradient, to the digits they are good for.
 
-A reference file is JSON with the dynamics (SymPy strings that ``sympy.sympify`` reads
-back), the loss, the inputs, every gradient block as decimal strings, the reference method
-and its error estimate, the versions that made it, and a sha256 of the content so that a
-changed digit is detected.
+A reference file is JSON with the dynamics and loss (structural expression trees, see
+``_reference_format``), the inputs, every gradient block as decimal strings, the reference
+method and its error estimate, the versions that made it, and a sha256 of the content so
+that a changed digit is detected. The sha256 detects accidents (a truncated copy, a changed
+digit), not forgery: anyone can edit a file and recompute it. Reading a file never runs
+anything from it: expressions are built from a whitelist of node types, and every entry is
+validated after the checksum.
 """
 
 from __future__ import annotations
@@ -18,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sympy as sp
 
-from numeric import Gradient, InputError, IntegrationError, MethodUnavailable
+from numeric import InputError, IntegrationError, MethodUnavailable
 from numeric._checks import check_compiled, check_problem
 from numeric._stiffness import is_stiff
-from symbolic import Dynamics
 
 from ._audit_gradient import (
     DEFAULT_GRADIENT_RTOL,
@@ -32,6 +33,18 @@ from ._audit_gradient import (
     compare_to_reference,
 )
 from ._problems import Problem
+from ._quiet import quiet_numerics
+from ._reference_format import (
+    FORMAT,
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    InvalidEntry,
+    ReferenceFileError,
+    decode_problem,
+    decode_reference,
+    encode_problem,
+    invalid,
+)
 from ._references import REFERENCE_MARGIN, ReferenceGradient, best_reference, term_scale
 from ._report import BLOCKS, ProblemSummary, Report
 from ._tolerances import ROUNDING, check_measure
@@ -45,18 +58,17 @@ __all__ = [
     "write_reference",
 ]
 
-FORMAT = "adjoint-verify-reference"
-FORMAT_VERSION = 1
 #: Significant digits written for the inputs: float64 round-trips through 17.
 INPUT_DIGITS = 17
 
 
-class ReferenceFileError(InputError):
-    """A reference file that is unreadable, truncated, tampered with or malformed."""
-
-
 def _decimal(x: Any, digits: int) -> str:
-    return f"{float(x):.{max(digits, 1) - 1}e}" if not isinstance(x, str) else x
+    """``x`` with ``digits`` significant digits; all 17 where rounding would carry it past
+    the largest float64 (1.7976931348623157e308 to 10 digits reads back as inf)."""
+    if isinstance(x, str):
+        return x
+    text = f"{float(x):.{max(digits, 1) - 1}e}"
+    return text if math.isfinite(float(text)) else f"{float(x):.16e}"
 
 
 def _decimals(array, digits: int):
@@ -86,6 +98,7 @@ def _good_digits(error: float) -> int:
     return max(1, min(40, math.floor(-math.log10(max(error, 1e-40)))))
 
 
+@quiet_numerics
 def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
     """The reference file's content for ``problem`` (see the module docstring)."""
     dyn = problem.dynamics
@@ -123,14 +136,7 @@ def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "problem": problem.name,
         "description": problem.description,
-        "dynamics": {
-            "rhs": [str(e) for e in dyn.rhs],
-            "state": [str(s) for s in dyn.state],
-            "params": [str(s) for s in dyn.params],
-            "time": None if dyn.time is None else str(dyn.time),
-        },
-        "loss": str(problem.loss),
-        "targets": [str(s) for s in problem.targets],
+        **encode_problem(problem),
         "data": None if data is None else _decimals(data, INPUT_DIGITS),
         "z0": _decimals(z0[0] if checked.single else z0, INPUT_DIGITS),
         "theta": _decimals(theta, INPUT_DIGITS),
@@ -147,10 +153,24 @@ def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
     return document
 
 
+def _layout(value: Any, depth: int = 0) -> str:
+    """JSON with one key per line and every list that holds no mapping on one line (an
+    expression tree, a row of numbers): readable, and parsed like any JSON."""
+    if isinstance(value, dict) and value:
+        pad = " " * (depth + 1)
+        items = [f"{pad}{json.dumps(k)}: {_layout(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * depth + "}"
+    if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        pad = " " * (depth + 1)
+        return ("[\n" + ",\n".join(pad + _layout(v, depth + 1) for v in value) + "\n"
+                + " " * depth + "]")
+    return json.dumps(value)
+
+
 def write_reference(problem: Problem, path: str | Path, *, digits: int = 30) -> dict:
     """Write the reference file of ``problem`` to ``path``; returns the document."""
     document = reference_document(problem, digits=digits)
-    Path(path).write_text(json.dumps(document, indent=1) + "\n")
+    Path(path).write_text(_layout(document) + "\n")
     return document
 
 
@@ -163,87 +183,71 @@ class LoadedReference:
     document: dict
 
 
-def _require(document: dict, key: str, kind: type, path: str):
-    if key not in document or not isinstance(document[key], kind):
-        raise ReferenceFileError(
-            f"reference file {path} has no valid `{key}` entry; it is not an adjoint-verify "
-            "reference file or was edited by hand. Write it again with "
-            "`adjoint-verify reference`."
-        )
-    return document[key]
-
-
-def load_reference(path: str | Path) -> LoadedReference:
-    """Read, verify (format, checksum) and rebuild a reference file.
-
-    Raises
-    ------
-    ReferenceFileError
-        The file is missing, truncated, not JSON, of another format, or its content does
-        not match its sha256 (a changed digit included).
-    """
-    path = str(path)
+def _read_json(path: str) -> Any:
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ReferenceFileError(f"cannot read reference file {path}: {exc.strerror}.") from exc
+    except UnicodeDecodeError:
+        raise ReferenceFileError(f"reference file {path} is not text: it is not an "
+                                 "adjoint-verify reference file.") from None
     try:
-        document = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ReferenceFileError(
             f"reference file {path} is not valid JSON ({exc.msg} at line {exc.lineno}); it "
             "is truncated or damaged. Write it again with `adjoint-verify reference`."
         ) from exc
+    except RecursionError:
+        raise ReferenceFileError(f"reference file {path} is nested too deeply to be an "
+                                 "adjoint-verify reference file.") from None
+
+
+def load_reference(path: str | Path) -> LoadedReference:
+    """Read, verify (format, checksum) and rebuild a reference file, running nothing from it.
+
+    Raises
+    ------
+    ReferenceFileError
+        The file is missing, truncated, not JSON, of another format or an unknown
+        ``format_version``, its content does not match its sha256 (a changed digit
+        included), or, after the checksum, an entry is invalid: a missing key, a bad
+        number, an expression outside the whitelist or that does not parse, shapes that do
+        not fit the problem. The message is one line naming the entry.
+    """
+    path = str(path)
+    document = _read_json(path)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ReferenceFileError(f"{path} is not an adjoint-verify reference file "
                                  f"(no \"format\": \"{FORMAT}\").")
-    stored = _require(document, "sha256", str, path)
+    stored = document.get("sha256")
+    if not isinstance(stored, str):
+        raise ReferenceFileError(f"reference file {path} has no `sha256` entry; write it "
+                                 "again with `adjoint-verify reference`.")
     if _checksum(document) != stored:
         raise ReferenceFileError(
             f"reference file {path} fails its checksum: its content was changed after it was "
             "written (sha256 differs). Do not edit reference files; write them again."
         )
-    dyn_doc = _require(document, "dynamics", dict, path)
-    names = [*dyn_doc["state"], *dyn_doc["params"], *document.get("targets", [])]
-    if dyn_doc.get("time"):
-        names.append(dyn_doc["time"])
-    symbols = {name: sp.Symbol(name) for name in names}
-    rhs = [sp.sympify(e, locals=symbols) for e in dyn_doc["rhs"]]
-    dynamics = Dynamics(
-        rhs=rhs,
-        state=[symbols[s] for s in dyn_doc["state"]],
-        params=[symbols[s] for s in dyn_doc["params"]],
-        time=symbols[dyn_doc["time"]] if dyn_doc.get("time") else None,
-    )
-    loss = sp.sympify(_require(document, "loss", str, path), locals=symbols)
-    targets = tuple(symbols[s] for s in document.get("targets", []))
-    data = document.get("data")
-    problem = Problem(
-        dynamics=dynamics,
-        loss=loss,
-        z0=np.array(document["z0"], dtype=float),
-        theta=np.array(document["theta"], dtype=float),
-        times=np.array(document["times"], dtype=float),
-        name=str(document.get("problem", "reference")),
-        description=str(document.get("description", "")),
-        targets=targets,
-        data=None if data is None else np.array(data, dtype=float),
-    )
-    grad_doc = _require(document, "gradient", dict, path)
-    ref_doc = _require(document, "reference", dict, path)
-    gradient = Gradient(
-        loss=float(grad_doc["loss"]),
-        z0=np.array(grad_doc["z0"], dtype=float),
-        theta=np.array(grad_doc["theta"], dtype=float),
-        times=np.array(grad_doc["times"], dtype=float),
-        method=str(ref_doc["method"]),
-    )
+    version = document.get("format_version")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        raise ReferenceFileError(
+            f"reference file {path} has format_version {str(version)[:20]}, which this "
+            f"version of adjoint-verify does not read (it reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); upgrade adjoint-verify or write the "
+            "file again."
+        )
+    try:
+        problem = decode_problem(document, version)
+        gradient, method, error = decode_reference(document, problem)
+    except InvalidEntry as exc:
+        raise invalid(path, exc) from None
     # the gradient is compared in float64: it carries at least float64's rounding
-    reference = ReferenceGradient(gradient, str(ref_doc["method"]),
-                                  max(ROUNDING, float(ref_doc["error_estimate"])))
+    reference = ReferenceGradient(gradient, method, max(ROUNDING, error))
     return LoadedReference(problem, reference, document)
 
 
+@quiet_numerics
 def check_against_reference(
     loaded: LoadedReference, grad_fn, *, rtol: float = DEFAULT_GRADIENT_RTOL,
     atol: float = 0.0, name: str | None = None, measure: str = "componentwise",

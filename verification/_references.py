@@ -29,6 +29,7 @@ __all__ = [
     "REFERENCES",
     "REFERENCE_MARGIN",
     "TIGHT_LABEL",
+    "TIGHT_MAX_STEPS",
     "ReferenceGradient",
     "best_reference",
     "term_scale",
@@ -42,6 +43,9 @@ REFERENCE_MARGIN = 10.0
 #: The float64 reference of last resort: forward sensitivity (no backward pass, stable
 #: wherever the forward solve is) at the tightest tolerances float64 supports.
 TIGHT_RTOL, TIGHT_ATOL = 1e-13, 1e-15
+#: Step budget of that reference (and of the term-scale run): a stiff problem fails with
+#: an IntegrationError after this many steps.
+TIGHT_MAX_STEPS = 100_000
 TIGHT_LABEL = "forward_sensitivity@1e-13"
 #: On stiff dynamics the float64 reference is forward sensitivity on rodas4 (dopri5 would
 #: take unbounded steps), at the rtol the verdict needs: ``accuracy / (REFERENCE_MARGIN *
@@ -108,7 +112,8 @@ _LADDER_RTOLS = (100 * TIGHT_RTOL, 10 * TIGHT_RTOL, TIGHT_RTOL)
 def _forward_sensitivity(compiled, z0, theta, times, data, rtol: float,
                          solver: str = "dopri5") -> Gradient:
     options = check_solver_options(solver, steps=None, rtol=rtol,
-                                   atol=rtol * TIGHT_ATOL / TIGHT_RTOL, max_steps=100_000)
+                                   atol=rtol * TIGHT_ATOL / TIGHT_RTOL,
+                                   max_steps=TIGHT_MAX_STEPS)
     return compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options,
                             data=data)
 
@@ -307,7 +312,7 @@ def term_scale(compiled, z0: NDArray, theta: NDArray, times: NDArray, data: NDAr
     if g is None or "term_scale" not in g.info:
         solver = "rodas4" if is_stiff(compiled, z0, theta, times) else "dopri5"
         options = check_solver_options(solver, steps=None, rtol=TERM_RTOL, atol=TERM_ATOL,
-                                       max_steps=100_000)
+                                       max_steps=TIGHT_MAX_STEPS)
         try:
             g = compute_gradient(compiled, z0, theta, times, "forward_sensitivity", options,
                                  data=data)

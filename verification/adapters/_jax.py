@@ -44,12 +44,7 @@ _DTYPES = ("float64", "float32")
 
 
 def jax_function(dynamics: Dynamics) -> Callable[..., Any]:
-    """``f`` as a diffrax vector field ``f(t, z, theta)``.
-
-    ``z`` is ``(..., n)``, ``theta`` the flat ``(p,)`` parameters in theta order (diffrax's
-    ``args``; in matrix form the field reshapes its slices into the parameter matrices),
-    ``t`` a scalar ignored where ``f`` does not depend on time.
-    """
+    """Build what :func:`verification.adapters.jax_function` documents."""
     if not isinstance(dynamics, Dynamics):
         raise DynamicsError(f"`dynamics` must be a symbolic.Dynamics, got "
                             f"{type(dynamics).__name__}.")
@@ -114,38 +109,7 @@ def diffrax_gradient(
     targets=(),
     data=None,
 ) -> LibraryGradient:
-    """diffrax's gradient of the loss, as ``grad_fn(z0, theta, times)``.
-
-    ``"recursive_checkpoint"`` and ``"direct"`` differentiate through diffrax's solve
-    (``RecursiveCheckpointAdjoint``, ``DirectAdjoint``) and give time gradients;
-    ``"backsolve"`` (``BacksolveAdjoint``) solves the continuous adjoint backwards and gives
-    none (the returned ``grad_fn`` then returns ``(dz0, dtheta)``).
-
-    Parameters
-    ----------
-    dynamics : symbolic.Dynamics
-    loss : sympy.Expr
-        Per-observation loss, summed over ``times[1:]`` and the batch.
-    adjoint : {"recursive_checkpoint", "direct", "backsolve"}
-    solver : str
-        A diffrax solver by class name: ``"Dopri5"``, ``"Tsit5"``,
-        ``"Bosh3"``, ``"Heun"``, ``"Ralston"``, ``"Midpoint"``, ``"Euler"``, ...
-    rtol, atol : float, optional
-        PID step-size control (default 1e-8, 1e-10).
-    steps : int, optional
-        Fixed steps: equal steps per observation interval, as ``numeric`` takes them.
-    dt0 : float, optional
-        Fixed steps: diffrax's constant step over the span (save times interpolated).
-    max_steps : int
-        diffrax's step budget.
-    dtype : {"float64", "float32"}
-    targets, data
-        Data symbols of the loss and their values ``(N, B, k)`` or ``(N, k)``.
-
-    Returns
-    -------
-    LibraryGradient
-    """
+    """Build what :func:`verification.adapters.diffrax_gradient` documents."""
     solver_obj = _check_solver(solver, adjoint, steps, dt0, rtol, atol)
     if dtype not in _DTYPES:
         raise InputError(f"`dtype` must be 'float64' or 'float32', got {dtype!r}.")

@@ -92,21 +92,7 @@ class SympyModule(torch.nn.Module):
 
 
 def torch_module(dynamics: Dynamics, theta=None, *, dtype: Any = torch.float64) -> SympyModule:
-    """An ``nn.Module`` computing ``f`` from the SymPy expressions.
-
-    Parameters
-    ----------
-    dynamics : symbolic.Dynamics
-    theta : array_like, shape (p,), optional
-        Initial parameter values in ``dynamics.params`` order (default zeros).
-    dtype : torch.dtype or str
-        ``torch.float64`` (default) or ``torch.float32``.
-
-    Returns
-    -------
-    SympyModule
-        ``module(t, z)`` with ``z`` of shape ``(..., n)``; parameters in ``theta`` order.
-    """
+    """Build what :func:`verification.adapters.torch_module` documents."""
     if not isinstance(dynamics, Dynamics):
         raise DynamicsError(f"`dynamics` must be a symbolic.Dynamics, got "
                             f"{type(dynamics).__name__}.")
@@ -169,42 +155,7 @@ def torchdiffeq_gradient(
     targets=(),
     data=None,
 ) -> LibraryGradient:
-    """torchdiffeq's gradient of the loss, as ``grad_fn(z0, theta, times)``.
-
-    ``odeint`` (``adjoint=False``) backpropagates through the solver; ``odeint_adjoint``
-    (``adjoint=True``) solves torchdiffeq's adjoint system backwards, reconstructing ``z``
-    by integrating it backwards from each observation. Both give time gradients.
-
-    Parameters
-    ----------
-    dynamics : symbolic.Dynamics
-    loss : sympy.Expr
-        Per-observation loss, summed over ``times[1:]`` and the batch.
-    adjoint : bool
-        ``odeint_adjoint`` instead of ``odeint``.
-    method : str
-        torchdiffeq's solver: adaptive (``"dopri5"``, ``"bosh3"``, ...) or fixed-grid
-        (``"euler"``, ``"midpoint"``, ``"rk4"`` = Kutta's 3/8 rule, ...).
-    rtol, atol : float, optional
-        Adaptive methods (default torchdiffeq's own, 1e-7 and 1e-9).
-    steps : int, optional
-        Fixed-grid methods: equal steps per observation interval, as ``numeric`` takes
-        them (a ``grid_constructor``); the default is torchdiffeq's grid ``times`` itself,
-        one step per interval.
-    step_size : float, optional
-        Fixed-grid methods: torchdiffeq's own constant step from ``times[0]``; observation
-        times between grid points are interpolated linearly.
-    options : dict, optional
-        Further options passed to torchdiffeq unchanged.
-    dtype : torch.dtype or str
-        ``torch.float64`` (default) or ``torch.float32``: state, parameters and times.
-    targets, data
-        Data symbols of the loss and their values ``(N, B, k)`` or ``(N, k)``.
-
-    Returns
-    -------
-    LibraryGradient
-    """
+    """Build what :func:`verification.adapters.torchdiffeq_gradient` documents."""
     fixed = _check_method(method, steps, step_size, rtol, atol)
     torch_dtype = _torch_dtype(dtype)
     form = backend_form(dynamics, loss, "torch", targets)
