@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from symbolic import CompiledForm
 from symbolic._buffers import POOL
 
+from . import _linear_map as linear_map
 from ._budget import check_per_entry
 from ._checks import observed
 from ._errors import IntegrationError, MethodUnavailable
@@ -256,6 +257,9 @@ def discrete_adjoint_gradient(
     grad_theta : ndarray, shape (p,)
     grad_times : ndarray, shape (N+1,)
     """
+    if linear_map.applies(compiled, grid, tableau, z0.shape[0]):  # numeric/_linear_map.py
+        return linear_map.linear_map_gradient(compiled, z0, theta, times, grid, tableau,
+                                              data=data)
     run = replay(compiled, z0, theta, times, grid, tableau, keep=True, data=data)
     kernel, tape, K = run.kernel, run.tape, run.k
     stages = _Stages.of(tableau)
