@@ -11,8 +11,8 @@ in :math:`X = hA` applied to :math:`z` and :math:`c`, and so is the step:
 (the stability polynomial and its companion; a is nilpotent, so the sums stop at the
 number of stages). This is the same discrete map as the stage-by-stage solver, evaluated
 in another order (each step as :math:`z_k + (R - I) z_k`, so that it rounds relative to
-the increment as the stages do), so its derivative agrees with the stage-wise reverse pass and with the
-complex step on the frozen grid to rounding. Its reverse pass is
+the increment as the stages do), so its derivative agrees with the stage-wise reverse pass
+and with the complex step on the frozen grid to rounding. Its reverse pass is
 :math:`\lambda_k = R^T \lambda_{k+1}`, and the parameter and time terms of a whole interval
 of equal steps come from two sums, :math:`G = \sum_{k,b} \lambda_{k+1} z_k^T` (one large
 product) and :math:`\Lambda = \sum_{k,b} \lambda_{k+1}`:

@@ -77,7 +77,6 @@ def test_step_polynomial_equals_the_stages_and_the_complex_step(monkeypatch, for
 
 
 def test_the_polynomial_route_is_taken_only_where_it_applies():
-    rng = np.random.default_rng(3)
     compiled = compile_problem(_elementwise(True), LOSS, targets=list(Y))
     uniform, tableau = FrozenGrid.uniform(2, 10), TABLEAUS["rk4"]
     assert linear_map.applies(compiled, uniform, tableau, 16)
@@ -88,7 +87,6 @@ def test_the_polynomial_route_is_taken_only_where_it_applies():
     z = sp.Symbol("z")
     nonlinear = compile_problem(Dynamics(rhs=[-z**3], state=[z], params=[]), z**2)
     assert not linear_map.applies(nonlinear, uniform, tableau, 16)
-    del rng
 
 
 def test_a_blow_up_on_the_polynomial_route_is_an_integration_error():
