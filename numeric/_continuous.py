@@ -9,6 +9,7 @@ and the time gradients are :math:`\\nabla\\ell(z(t_i))^T f(z(t_i))` for ``i >= 1
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,11 @@ __all__ = [
     "interpolated_adjoint",
     "quadrature_adjoint",
 ]
+
+
+#: Entries of ``a_theta`` below this fraction of the largest one's term scale are held
+#: to the largest's rounding, not to their own (the error measure's floor, ROUNDING).
+QUADRATURE_FLOOR = 1e-12
 
 
 @dataclass
@@ -143,10 +149,10 @@ def _adjoint_pass(
     last = traj.segments[-1].ts
     first_step = float(np.max(np.abs(np.diff(last)))) if options.tableau.adaptive else None
 
-    def backward(controlled: slice | None):
+    def backward(controlled: slice | None, solver: SolverOptions = options):
         carry = AdaptiveState(controlled=controlled)
         segments = integrate_intervals(
-            rhs, y_start, times[::-1], options, budget, at_node=at_node, what="adjoint",
+            rhs, y_start, times[::-1], solver, budget, at_node=at_node, what="adjoint",
             need_end_derivative=True, dense=mode == "quadrature", first_step=first_step,
             carry=carry)
         return segments, carry
@@ -156,7 +162,13 @@ def _adjoint_pass(
     if seminorm and not _quadrature_errors_acceptable(
             carry.unchecked[theta_slice], carry.magnitude[theta_slice],
             sum(s.steps for s in segments), options):
-        segments, carry = backward(None)  # a_theta's integrand needs steps of its own
+        # a_theta's integrand needs steps of its own: every entry in the error test, each
+        # a_theta entry held to rtol on the size of what it sums (as the first pass
+        # measured it), not to the state's atol, which can exceed a small entry entirely
+        atol = np.full(y_start.shape, options.atol)
+        atol[theta_slice] = np.minimum(options.atol, _quadrature_atol(
+            carry.magnitude[theta_slice], options))
+        segments, carry = backward(None, dataclasses.replace(options, atol=atol))
         seminorm = False
     y_end = segments[-1].ys[-1]
     # at_node already added the jump at t_0 = times[0]; g[0] is zero by definition
@@ -180,6 +192,14 @@ def _adjoint_pass(
     return ContinuousResult(loss, a0, grad_theta, grad_times, info)
 
 
+def _quadrature_atol(magnitude: NDArray, options: SolverOptions) -> NDArray:
+    """The absolute tolerance of each ``a_theta`` entry: ``rtol`` times the size of what it
+    sums, floored at rounding of the largest entry's (an entry that small is not measured
+    by the error measure either)."""
+    floor = QUADRATURE_FLOOR * float(np.max(magnitude, initial=0.0))
+    return options.rtol * np.maximum(magnitude, floor) + np.finfo(float).tiny
+
+
 def _quadrature_errors_acceptable(unchecked: NDArray, magnitude: NDArray, steps: int,
                                   options: SolverOptions) -> bool:
     r"""Whether ``a_theta``, integrated on steps chosen for ``a`` alone (a seminorm:
@@ -191,10 +211,13 @@ def _quadrature_errors_acceptable(unchecked: NDArray, magnitude: NDArray, steps:
     a_\theta|` over the steps (``magnitude``; the term scale of the error measure),
     not its final value,
     which can cancel to nearly zero. The seminorm solution is kept when the summed local
-    errors stay within ``steps`` local tolerances ``atol + rtol * magnitude`` in the RMS
+    errors stay within ``steps`` local tolerances ``rtol * magnitude`` in the RMS
     over entries, what a full-norm controller accepting every step allows; else the pass
-    is repeated with every entry in the error test."""
-    scale = options.atol + options.rtol * magnitude
+    is repeated with every entry in the error test. The local tolerance of an entry is
+    ``rtol`` on its own magnitude (:func:`_quadrature_atol`), not the state's ``atol``: a
+    verdict measures every entry on its own term scale, and an entry far smaller than
+    ``atol`` would otherwise be accepted with any error at all."""
+    scale = _quadrature_atol(magnitude, options)
     return bool(np.sqrt(np.mean((unchecked / scale) ** 2)) <= steps)
 
 
