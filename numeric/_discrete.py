@@ -171,6 +171,7 @@ def replay(
     *,
     keep: bool = False,
     data=None,
+    ring: bool = False,
 ) -> Replay:
     r"""Run the solver on the frozen grid, in the dtype of the inputs (complex flows through).
 
@@ -187,7 +188,10 @@ def replay(
     steps = _grid_steps(times, grid)
     z = z0.astype(dtype)
     B = z.shape[0]
-    tape = kernel.tape(len(steps) * live, B, dtype) if keep else None
+    tape = None
+    if keep:  # ring: the caller flushes the parameter products step by step
+        tape = (kernel.tape(len(steps) * live, B, dtype, ring=live) if ring
+                else kernel.tape(len(steps) * live, B, dtype))
     K = POOL.empty((len(steps), live, *z.shape), dtype) if keep else np.empty(
         (1, live, *z.shape), dtype=dtype)
     zs = [z]
@@ -260,25 +264,33 @@ def discrete_adjoint_gradient(
     if linear_map.applies(compiled, grid, tableau, z0.shape[0]):  # numeric/_linear_map.py
         return linear_map.linear_map_gradient(compiled, z0, theta, times, grid, tableau,
                                               data=data)
-    run = replay(compiled, z0, theta, times, grid, tableau, keep=True, data=data)
+    run = replay(compiled, z0, theta, times, grid, tableau, keep=True, data=data,
+                 ring=hasattr(compiled.kernel(theta), "flush")
+                 and all(_Stages.of(tableau).feeds))  # every ring slot rewritten per step
     kernel, tape, K = run.kernel, run.tape, run.k
+    flush = kernel.flush if getattr(tape, "ring", 0) else None
     stages = _Stages.of(tableau)
     live, c_live = stages.live, stages.c
     want_t = not compiled.autonomous
     N = len(times) - 1
     count = len(run.steps)
     lam = compiled.loss_grad(run.zs[N], observed(data, N))
-    lam_after = POOL.empty((count, *lam.shape), lam.dtype)  # dL/dz_{k+1} of every step
-    zbar = POOL.zeros((count, live, *lam.shape), lam.dtype)
+    # one step's stage cotangents (a stage that feeds nothing keeps its zero)
+    zbar_step = POOL.zeros((live, *lam.shape), lam.dtype)
     tbar = np.zeros((count, live))
+    # per step, lambda^T sum_i w_i K_i + sum_ij a_ij Zbar_i^T K_j (the time terms of h)
+    h_inner = np.zeros(count, dtype=np.result_type(lam, K))
+    pairs = [(i, j, float(stages.a[i, j])) for i in range(live) for j in range(live)
+             if stages.a[i, j] != 0]
     reverse = kernel.tape_functions(tape)[1]
     buffer = kernel.cot_buffer
     feeds = [i for i in range(live - 1, -1, -1) if stages.feeds[i]]
     nodes = [float(c) for c in c_live]
     for index in range(count - 1, -1, -1):
         j, t_k, h, t_next, _, _ = run.steps[index]
-        lam_after[index] = lam
-        zbar_step = zbar[index]
+        k_flat = K[index].reshape(live, -1)
+        with np.errstate(invalid="ignore"):
+            h_inner[index] = (k_flat @ lam.reshape(-1)) @ stages.w
         for i in feeds:
             slot = index * live + i
             weight = stages.weight_of[i]
@@ -293,31 +305,33 @@ def discrete_adjoint_gradient(
             for m, a_mi in stages.columns[i]:
                 kbar += (h * a_mi) * zbar_step[m]
             tau = t_next if nodes[i] == 1.0 else t_k + nodes[i] * h
-            _, tbar[index, i] = reverse(kbar, tau, slot, want_t, zbar_step[i], placed)
+            out = zbar_step[i]
+            zb, tbar[index, i] = reverse(kbar, tau, slot, want_t, out, placed)
+            if zb is not out:
+                out[...] = zb
+        if flush is not None:  # the step's parameter products while its slots are warm
+            flush(tape, index * live, (index + 1) * live)
+        with np.errstate(invalid="ignore"):
+            for i, m, a_im in pairs:
+                h_inner[index] += a_im * np.dot(zbar_step[i].reshape(-1), k_flat[m])
         lam = lam + zbar_step.sum(axis=0)
         if index == 0 or run.steps[index - 1][0] != j:  # arrived at t_j, an observation
             if j >= 1:
                 lam = lam + compiled.loss_grad(run.zs[j], observed(data, j))
     grad_theta = kernel.parameter_gradient(tape) if compiled.p else np.zeros(0)
-    grad_times = _time_gradient(run, stages, lam_after, zbar, tbar, K, N)
+    grad_times = _time_gradient(run, stages, h_inner, tbar, N)
     tape.release()
-    POOL.release(K, lam_after, zbar)
+    POOL.release(K, zbar_step)
     return float(run.loss), lam, np.asarray(grad_theta), grad_times
 
 
-def _time_gradient(run: Replay, stages: _Stages, lam_after, zbar, tbar, K, N) -> NDArray:
-    """``dL/dtimes`` from the step and stage cotangents of the whole reverse pass."""
+def _time_gradient(run: Replay, stages: _Stages, h_inner, tbar, N) -> NDArray:
+    """``dL/dtimes`` from the step and stage cotangents of the whole reverse pass
+    (``h_inner``: the inner products of each step's stages with its cotangents)."""
     with np.errstate(invalid="ignore"):
-        count, live = tbar.shape
-        flat = K.reshape(count, live, -1)
-        # inner products per step, never a temporary of the whole tape's size:
-        # lambda^T sum_i w_i K_i and sum_ij a_ij Zbar_i^T K_j
-        lam_k = np.matmul(flat, lam_after.reshape(count, -1, 1))[:, :, 0]  # (count, live)
-        gram = np.matmul(zbar.reshape(count, live, -1), flat.transpose(0, 2, 1))
-        h_bar = lam_k @ stages.w + np.einsum("ij,sij->s", stages.a, gram)
         # a zero coefficient contributes exactly zero, even where df/dt is infinite
         # (sqrt(t) at t = 0)
-        h_bar += np.where(stages.c != 0, stages.c * tbar, 0.0).sum(axis=1)
+        h_bar = h_inner + np.where(stages.c != 0, stages.c * tbar, 0.0).sum(axis=1)
     t_bar = tbar.sum(axis=1)
     info = np.array([(j, s_k, ds) for j, _, _, _, s_k, ds in run.steps])
     j, s_k, ds = info[:, 0].astype(int), info[:, 1], info[:, 2]

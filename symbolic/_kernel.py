@@ -87,8 +87,14 @@ class MatrixKernel(_Kernel):
         out = self._forward(z, t)
         return out if out.shape == z.shape else np.broadcast_to(out, z.shape).copy()
 
-    def tape(self, slots: int, batch: int, dtype):
-        return self.kernels.tape(slots, batch, np.result_type(dtype, self.dtype))
+    def tape(self, slots: int, batch: int, dtype, *, ring: int = 0):
+        return self.kernels.tape(slots, batch, np.result_type(dtype, self.dtype), ring=ring)
+
+    def flush(self, tape, first: int, stop: int) -> None:
+        """Take the parameter products of slots ``first .. stop - 1`` now (a tape with a
+        ring of cotangents); a no-op for a tape that sums them at the end."""
+        if tape.ring:
+            self.kernels.flush(tape, first, stop)
 
     def stage_buffer(self, tape, slot: int) -> NDArray | None:
         """Where the caller may build a stage input so that ``save`` need not copy it."""
@@ -98,13 +104,15 @@ class MatrixKernel(_Kernel):
     def cot_buffer(self, tape, slot: int) -> NDArray | None:
         """Where the caller may build the cotangent of ``reverse`` (no copy)."""
         index = self.kernels.output_cot
-        return None if index is None else tape.cots[index][slot]
+        if index is None:
+            return None
+        return tape.cots[index][slot % tape.ring if tape.ring else slot]
 
     def tape_functions(self, tape):
         F, FT = self.F, self.FT
         save = functools.partial(self.kernels.save, F, FT, tape.saved)
-        reverse = functools.partial(self.kernels.reverse, F, FT, tape.saved, tape.cots,
-                                    tape.extra, False)
+        reverse = functools.partial(self.kernels.reverse, F, FT, tape.saved,
+                                    self.kernels.cots_of(tape), tape.extra, False)
         if self.kernels.output_depends_on_state:
             return save, reverse
 

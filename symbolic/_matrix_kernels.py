@@ -470,14 +470,31 @@ class Tape:
     their slot (parameters inside a time-dependent scalar factor)."""
 
     saved: list[NDArray]  # each (slots, B, width)
-    cots: list[NDArray]
+    cots: list[NDArray]  # each (slots, B, width), or (ring, B, width) with a ring
     extra: NDArray  # (p,)
     used: int  # slots the parameter gradient sums over
+    #: With ``ring = r``, the cotangents of slot ``k`` live in ``cots[...][k % r]`` and the
+    #: caller flushes every ``r`` consecutive slots into ``flushed`` (the parameter
+    #: gradient so far) before they are overwritten; 0: one slot each, summed at the end.
+    ring: int = 0
+    flushed: NDArray | None = None
 
     def release(self) -> None:
         """Give the buffers back to the pool (the tape is unusable afterwards)."""
         POOL.release(*self.saved, *self.cots)
         self.saved, self.cots = [], []
+
+
+class _Ring:
+    """A ring of cotangent slots indexed like the full tape (``ring[slot]``)."""
+
+    __slots__ = ("array", "size")
+
+    def __init__(self, array: NDArray, size: int):
+        self.array, self.size = array, size
+
+    def __getitem__(self, slot: int) -> NDArray:
+        return self.array[slot % self.size]
 
 
 def _depends_on(graph: Graph, node: int, target: int) -> bool:
@@ -682,16 +699,47 @@ class MatrixKernels:
         return self._rep(node, np.asarray(value))
 
     # -- parameter gradients ------------------------------------------------------------
-    def tape(self, slots: int, batch: int, dtype, *, per_row: bool = False) -> Tape:
+    def tape(self, slots: int, batch: int, dtype, *, per_row: bool = False,
+             ring: int = 0) -> Tape:
         """Buffers for ``slots`` calls of ``save``/``reverse`` on a batch of ``batch`` rows;
         ``per_row`` keeps the scalar parameters' time-dependent terms per row (for
-        gradients by group, one slot)."""
+        gradients by group, one slot). ``ring = r`` keeps the cotangents of ``r`` slots
+        only, for a caller that calls :meth:`flush` on every ``r`` consecutive slots (where
+        :attr:`flushable`; else ignored)."""
         nodes = self.graph.nodes
+        ring = ring if ring and self.flushable and ring < slots else 0
         saved = [POOL.empty((slots, batch, nodes[i].rows), dtype) for i in self.saved_nodes]
-        cots = [POOL.empty((slots, batch, w), dtype) for w in self.cot_widths]
+        cots = [POOL.empty((ring or slots, batch, w), dtype) for w in self.cot_widths]
         count = len(self._scalar_leaves)
         extra = np.zeros((batch, count) if per_row else count, dtype=dtype)
-        return Tape(saved, cots, extra, slots)
+        flushed = np.zeros(self.p, dtype=dtype) if ring else None
+        return Tape(saved, cots, extra, slots, ring, flushed)
+
+    @property
+    def flushable(self) -> bool:
+        """Whether parameter products can be taken slot range by slot range (every term
+        lands on a parameter matrix of its own, no time-dependent scalar factor)."""
+        return self.direct is not None
+
+    def cots_of(self, tape: Tape) -> list:
+        """The cotangent buffers as the generated ``reverse`` indexes them."""
+        if not tape.ring:
+            return tape.cots
+        return [_Ring(c, tape.ring) for c in tape.cots]
+
+    def flush(self, tape: Tape, first: int, stop: int) -> None:
+        """Add the parameter products of slots ``first .. stop - 1`` (one whole turn of
+        the ring, ``first`` a multiple of it) to ``tape.flushed``."""
+        count = stop - first
+        for outer, cot_index, saved_index, start, end, _ in self.direct:
+            cot = tape.cots[cot_index][:count]
+            cot = cot.reshape(-1, cot.shape[-1])
+            target = tape.flushed[start:end]
+            if outer:
+                x = tape.saved[saved_index][first:stop]
+                target += (cot.T @ x.reshape(-1, x.shape[-1])).reshape(-1)
+            else:
+                target += np.ones(cot.shape[0], dtype=cot.dtype) @ cot
 
     def _direct_plan(self) -> list[tuple] | None:
         """Terms that land on a parameter matrix or vector itself, each on its own one:
@@ -721,6 +769,8 @@ class MatrixKernels:
         absolute value): the size of what the gradient is summed from, per entry.
         """
         used = tape.used
+        if tape.ring:
+            return tape.flushed.copy()
         size = np.abs if magnitude else (lambda x: x)
         if groups is None and self.direct is not None and not magnitude:
             grad = np.zeros(self.p, dtype=np.result_type(*(c.dtype for c in tape.cots))
