@@ -58,17 +58,22 @@ class _Kernel:
         cached = self._one_slot.get(key)
         if cached is None:
             tape = self.tape(1, *key)
-            cached = self._one_slot[key] = (tape, *self.tape_functions(tape))
-        tape, save, reverse = cached
+            save, reverse = self.tape_functions(tape)
+            cached = self._one_slot[key] = (tape, save, reverse, self._recorder(tape, save))
+        tape, save, reverse, record = cached
         if tape.extra is not None:
             tape.extra[...] = 0
-        f = save(z, t, 0, None, False)
+        f = (save if want_f else record)(z, t, 0, None, False)
         zbar, tbar = reverse(a, t, 0, want_t, None, False)
         grad = self.parameter_gradient(tape) if params else None
         return (f, zbar, grad, tbar) if want_f else (zbar, grad, tbar)
 
     def vjp_state(self, z: NDArray, t, a: NDArray) -> NDArray:
         return self.vjp(z, t, a, params=False)[0]
+
+    def _recorder(self, tape, save):
+        """What a VJP that does not return ``f`` calls in place of ``save``."""
+        return save
 
 
 class MatrixKernel(_Kernel):
@@ -124,6 +129,12 @@ class MatrixKernel(_Kernel):
 
     def parameter_gradient(self, tape) -> NDArray:
         return self.kernels.parameter_gradient(tape, self.F)
+
+    def _recorder(self, tape, save):
+        # the saved values only: f's last layers are not evaluated
+        if not self.kernels.output_depends_on_state:
+            return save
+        return functools.partial(self.kernels.record, self.F, self.FT, tape.saved)
 
     def tangent(self, z: NDArray, t, dz=None, dtheta=None, dt=None, *, want_f: bool = False):
         """Forward mode (see the module docstring); ``(f, tangent)`` when ``want_f``.

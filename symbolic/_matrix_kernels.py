@@ -154,18 +154,26 @@ class _Emitter:
             return f"F[{i}]"
         return "t" if node.op == "time" else f"v{i}"
 
-    def forward(self, save: bool) -> str:
+    def forward(self, save: bool, record: bool = False) -> str:
         """``forward(Z, t, F, FT)``, or ``save(Z, t, F, FT, S, slot, O)`` writing the saved
-        values into slot ``slot`` of the buffers ``S`` and ``f`` into ``O`` (if not None)."""
+        values into slot ``slot`` of the buffers ``S`` and ``f`` into ``O`` (if not None);
+        ``record`` (with ``save``): ``record(F, FT, S, Z, t, slot, placed)``, the saved
+        values only, for a VJP that does not need ``f`` (no node past the last saved one
+        is evaluated)."""
         if save:
-            lines = ["def save(F, FT, S, Z, t, slot, O, placed):"]
+            name = "record" if record else "save"
+            lines = [f"def {name}(F, FT, S, Z, t, slot, O, placed):"]
             lines += [f"    s{k} = S[{k}][slot]" for k in sorted(self.saved.values())]
         else:
             lines = ["def forward(F, FT, Z, t):"]
         output = self.graph.output
         fused = self._fusions(save)
+        needed = self._ancestors(set(self.saved)) if record else None
         for node in self.nodes:
             if not node.row or node.index in fused.values():
+                continue
+            if needed is not None and not (node.index in needed or any(
+                    fused.get(node.index) == j for j in needed)):
                 continue
             i = node.index
             out = f"s{self.saved[i]}" if save and i in self.saved else None
@@ -176,11 +184,26 @@ class _Emitter:
                 lines.extend("    " + line for line in self._emit(node, "O", fused))
                 continue
             lines.extend(self._emit(node, out, fused))
+        if record:
+            lines.append("    return None")
+            return "\n".join(lines)
         result = self.value(output)
         if save and (output in self.saved or self.nodes[output].op in ("state", "apply")):
             lines.append(f"    if O is not None: O[...] = {result}; return O")
         lines.append(f"    return {result}")
         return "\n".join(lines)
+
+    def _ancestors(self, targets: set[int]) -> set[int]:
+        """The row nodes ``targets`` are computed from, themselves included."""
+        out: set[int] = set()
+        stack = list(targets)
+        while stack:
+            i = stack.pop()
+            if i in out or not self.nodes[i].row:
+                continue
+            out.add(i)
+            stack.extend(self.nodes[i].args)
+        return out
 
     def _reusable(self, i: int) -> bool:
         """An activation may overwrite its input (forward pass without saving)."""
@@ -535,13 +558,15 @@ class MatrixKernels:
         for node in graph.nodes:
             if node.op in ("scalar", "time"):
                 namespace.update(self._scalar_namespace(node))
-        source = "\n\n".join([emitter.forward(False), emitter.forward(True), emitter.reverse(),
+        source = "\n\n".join([emitter.forward(False), emitter.forward(True),
+                              emitter.forward(True, record=True), emitter.reverse(),
                               emitter.tangent()])
         self.source = source
         self.direct = self._direct_plan()
         exec(compile(source, "<adjoint-verify matrix kernels>", "exec"), namespace)
         self.forward = namespace["forward"]
         self.save = namespace["save"]
+        self.record = namespace["record"]
         self.reverse = namespace["reverse"]
         self.tangent = namespace["tangent"]
 
