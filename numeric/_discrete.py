@@ -430,7 +430,9 @@ def finite_difference_gradient(
               h_j = \epsilon^{1/3} \max(1, |x_j|)
 
     The truncation error of :math:`D_h` is :math:`c h^2`, so :math:`|D_h - D_{2h}| / 3`
-    estimates it; rounding adds :math:`\epsilon (|L(x+h)| + |L(x-h)|) / (2h)`. The last
+    estimates it; rounding adds :math:`\epsilon (|L(x+h)| + |L(x-h)| + 2 S) / (2h)`, with
+    :math:`S` the magnitude of the values the loss is computed from (a loss formed with
+    cancellation, ``log(cosh(z))`` near 0, rounds relative to ``cosh(z) ~ 1``). The last
     return value holds the estimate of every entry, per block (``z0``, ``theta``,
     ``times``: arrays of the blocks' shapes): absolute, so that a nearly zero entry is
     judged by what differences can resolve. A time step is kept below a tenth of the
@@ -442,8 +444,14 @@ def finite_difference_gradient(
     def run(z=z0, th=theta, ts=times):
         return replay(compiled, z, th, ts, grid, tableau, data=data).sample_loss
 
-    base_loss = run().sum()
+    base = replay(compiled, z0, theta, times, grid, tableau, data=data)
+    base_loss = base.sample_loss.sum()
     eps = float(np.finfo(float).eps)
+    # what each sample's loss rounds relative to: its intermediate values, summed over the
+    # observations (a loss formed with cancellation rounds far above eps |L|)
+    scale_of = getattr(compiled, "loss_scale", None)
+    rounding = sum((scale_of(base.zs[i], observed(data, i)) for i in range(1, len(times)))
+                   if scale_of is not None else (), np.zeros(z0.shape[0]))
 
     def central(perturb, step, total: bool, what: str):
         """(D_h, error estimate) for one input direction; ``perturb(delta)`` gives the
@@ -459,9 +467,10 @@ def finite_difference_gradient(
                     f"({exc.cause} at t={exc.t:.6g}): the input sits at the edge of the "
                     "domain of f (e.g. sqrt(t) from t_0 = 0); use 'discrete_adjoint'.",
                 ) from exc
+            size = np.abs(plus) + np.abs(minus) + 2 * rounding
             if total:
-                plus, minus = plus.sum(), minus.sum()
-            values[factor] = ((plus - minus) / (2 * factor * step), np.abs(plus) + np.abs(minus))
+                plus, minus, size = plus.sum(), minus.sum(), size.sum()
+            values[factor] = ((plus - minus) / (2 * factor * step), size)
         (d_h, size), (d_2h, _) = values[1.0], values[2.0]
         return d_h, np.abs(d_h - d_2h) / 3 + eps * size / (2 * step)
 

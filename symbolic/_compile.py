@@ -143,6 +143,27 @@ class _VectorFunction:
         return out
 
 
+class LossScale:
+    """Per sample, the largest magnitude among the loss and the values it is computed from
+    (every subexpression of the loss): the scale its rounding error is relative to. A loss
+    formed with cancellation, ``log(cosh(z))`` near ``z = 0`` say, rounds relative to
+    ``cosh(z) ~ 1``, not to its own far smaller value. Compiled on first use."""
+
+    def __init__(self, loss: sp.Expr, arg_groups: Sequence[Sequence[sp.Symbol]]):
+        self._loss, self._groups = loss, arg_groups
+        self._fn: _VectorFunction | None = None
+
+    def __call__(self, z: NDArray, y: NDArray) -> NDArray:
+        if self._fn is None:
+            parts = {e for e in sp.preorder_traversal(self._loss)
+                     if isinstance(e, sp.Expr) and not e.is_Atom}
+            self._fn = _VectorFunction([self._loss, *sorted(parts, key=sp.default_sort_key)],
+                                       self._groups)
+        with np.errstate(all="ignore"):
+            values = self._fn([z, y], [], np.result_type(z, y, np.float64))
+        return np.max(np.abs(values), axis=1)
+
+
 @dataclass(frozen=True)
 class LinearStructure:
     r"""Dynamics :math:`f = A(\theta) z + c(\theta)`, autonomous, found symbolically.
@@ -264,6 +285,7 @@ class CompiledDynamics:
         loss_args = [list(z), list(targets)]
         self._loss = _VectorFunction([loss], loss_args)
         self._loss_grad = _VectorFunction(list(adjoint.loss_gradient), loss_args)
+        self._loss_scale = LossScale(loss, loss_args)
         self._jac_z_expr = jac_z
         self._jac_theta_expr = jac_theta
         self._time_derivative_expr = adjoint.time_derivative
@@ -374,6 +396,10 @@ class CompiledDynamics:
         """:math:`\\ell(z, y)` per sample, shape ``(B,)``; ``y`` the targets ``(B, k)``."""
         y = self._targets(z, y)
         return self._loss([z, y], [], _result_dtype(z, y))[:, 0]
+
+    def loss_scale(self, z: NDArray, y: NDArray | None = None) -> NDArray:
+        """Per sample, the scale the loss's rounding is relative to (:class:`LossScale`)."""
+        return self._loss_scale(z, self._targets(z, y))
 
     def loss_grad(self, z: NDArray, y: NDArray | None = None) -> NDArray:
         """:math:`\\nabla_z \\ell(z, y)` per sample, shape ``(B, n)``."""

@@ -19,6 +19,7 @@ from ._calculus import real_jacobian
 from ._compile import (
     NON_ANALYTIC_FUNCTIONS,
     LinearStructure,
+    LossScale,
     MpmathFunctions,
     _result_dtype,
     _VectorFunction,
@@ -81,6 +82,7 @@ class CompiledMatrixDynamics:
         self.switching = MatrixSwitching(spec, scalar_loss, y, z)
         self._loss_gradient_expr = real_jacobian([scalar_loss], z).T
         self._loss = _VectorFunction([scalar_loss], [z, y])
+        self._loss_scale = LossScale(scalar_loss, [z, y])
         self._loss_grad = _VectorFunction(list(self._loss_gradient_expr), [z, y])
         self._targets = targets
         self._last: tuple[Any, MatrixKernel] | None = None
@@ -206,6 +208,10 @@ class CompiledMatrixDynamics:
     def loss_grad(self, z: NDArray, y: NDArray | None = None) -> NDArray:
         y = self._targets_array(z, y)
         return self._loss_grad([z, y], [], _result_dtype(z, y))
+
+    def loss_scale(self, z: NDArray, y: NDArray | None = None) -> NDArray:
+        """Per sample, the scale the loss's rounding is relative to (``LossScale``)."""
+        return self._loss_scale(z, self._targets_array(z, y))
 
     # -- structure for the references -------------------------------------------------------
     @property
