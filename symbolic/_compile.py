@@ -398,7 +398,8 @@ class CompiledDynamics:
         return self._loss([z, y], [], _result_dtype(z, y))[:, 0]
 
     def loss_scale(self, z: NDArray, y: NDArray | None = None) -> NDArray:
-        """Per sample, the scale the loss's rounding is relative to (:class:`LossScale`)."""
+        """Per sample, the scale the loss's rounding is relative to: the largest magnitude
+        among the loss and every value it is computed from."""
         return self._loss_scale(z, self._targets(z, y))
 
     def loss_grad(self, z: NDArray, y: NDArray | None = None) -> NDArray:

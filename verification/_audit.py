@@ -445,6 +445,7 @@ def _compare(rows: _Rows, problem: _Inputs, computed: _Computed, wanted: set[str
 #: SOLVER_ERROR_GROWTH at this rtol, when its error falls by at least CONVERGENCE_DROP and
 #: lands within the tolerance. A wrong method (a missing term, a sign) keeps its error.
 CONVERGENCE_TIGHTENING = 100.0
+#: The least factor by which that second solve's error must fall.
 CONVERGENCE_DROP = 10.0
 #: The tightest rtol the confirmation solves at (float64 rounding below it).
 CONVERGENCE_MIN_RTOL = 1e-13
