@@ -19,9 +19,9 @@ WITH_CODE = [p for p in PAGES if any(b.language == "python" for b in
                                      doc_blocks.blocks(p.read_text()))]
 
 
-def run_page(page: pathlib.Path) -> dict:
-    """The namespace the page's code leaves; skips (after running what it can) when a
-    block needs a feature that is not installed."""
+def _run(page: pathlib.Path) -> tuple[dict, list]:
+    """The namespace the page's code leaves and each python block run with what it printed;
+    skips (after running what it can) when a block needs a feature that is not installed."""
     text = page.read_text()
     namespace: dict = {"__name__": "__main__"}
     with doc_blocks.scratch_folder():
@@ -31,12 +31,28 @@ def run_page(page: pathlib.Path) -> dict:
         missing = doc_blocks.missing_features(wanted[len(ran)])
         pytest.skip(f"{page.relative_to(DOCS)} from line {wanted[len(ran)].line} needs "
                     f"{', '.join(missing)}, not installed here")
-    return namespace
+    return namespace, ran
+
+
+def run_page(page: pathlib.Path) -> dict:
+    """The namespace the page's code leaves (see :func:`_run`)."""
+    return _run(page)[0]
 
 
 @pytest.mark.parametrize("page", WITH_CODE, ids=lambda p: str(p.relative_to(DOCS)))
 def test_page_code_runs(page):
-    run_page(page)
+    """Every python block runs, and a block the page shows with its output (an
+    ``{output}`` fence right after it, filled by the build) prints something: an empty
+    fence would publish nothing under the code."""
+    _, ran = _run(page)
+    fences = doc_blocks.blocks(page.read_text())
+    shown = {fences[k].start for k in range(len(fences) - 1)
+             if fences[k].language == "python" and fences[k + 1].language == "{output}"}
+    assert ran, f"{page.relative_to(DOCS)} has python blocks but none ran"
+    for block, printed in ran:
+        if block.start in shown:
+            assert printed.strip(), (f"{page.relative_to(DOCS)}, line {block.line}: the "
+                                     "block's output fence would be empty")
 
 
 def test_pages_have_code_where_promised():

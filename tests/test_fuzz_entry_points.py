@@ -325,16 +325,24 @@ def test_dynamics_derive_adjoint_and_compile(rhs, loss):
     state = [X, V][: len(rhs)]
     try:
         dynamics = Dynamics(rhs=rhs, state=state, params=[K], time=T)
-        str(derive_adjoint(dynamics, loss))
+        printed = str(derive_adjoint(dynamics, loss))
         compiled = compile_problem(dynamics, loss)
     except LIBRARY_ERRORS as exc:
         _outcome(exc)
         return
-    z = np.full((1, len(state)), 0.5)
+    # the derivation prints an adjoint equation and a parameter integrand per unknown
+    for name in state:
+        assert f"da_{name}/dt" in printed, printed
+    assert "dL/dk integrand" in printed, printed
+    n = len(state)
+    z = np.full((1, n), 0.5)
     with np.errstate(all="ignore"):  # the values may be anything; the calls must work
-        compiled.rhs(z, np.array([0.3]), 0.7)
-        compiled.vjp_state(z, np.array([0.3]), 0.7, z)
-        compiled.switching.rhs_values(z, np.array([0.3]), 0.7)
+        f = compiled.rhs(z, np.array([0.3]), 0.7)
+        zbar = compiled.vjp_state(z, np.array([0.3]), 0.7, z)
+        switches = compiled.switching.rhs_values(z, np.array([0.3]), 0.7)
+    # batch as rows, whatever the expressions: one row per sample, one column per entry
+    assert np.shape(f) == (1, n) and np.shape(zbar) == (1, n)
+    assert np.shape(switches) == (1, len(compiled.switching.rhs_switches))
 
 
 @fuzz(15)
