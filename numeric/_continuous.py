@@ -29,6 +29,7 @@ __all__ = [
     "forward_sensitivity",
     "interpolated_adjoint",
     "quadrature_adjoint",
+    "sensitivity_gradient",
 ]
 
 
@@ -323,17 +324,34 @@ def forward_sensitivity(compiled, z0, theta, times, options, *, data=None) -> Co
     budget = StepBudget(options.max_steps)
     segments = integrate_intervals(rhs, y0, times, options, budget, what="sensitivity",
                                    dense=False)
-    N = len(times) - 1
+    finals = [(y[:, :n], y[:, n : n + n * n].reshape(B, n, n),
+               y[:, n + n * n :].reshape(B, n, p)) for y in (s.ys[-1] for s in segments)]
+    loss, grad_z0, grad_theta, grad_times, terms = sensitivity_gradient(
+        compiled, z0, theta, times, finals, data)
+    info = {
+        "forward_steps": sum(s.steps for s in segments),
+        "rejected_steps": budget.rejected,
+        "nfev": budget.nfev,
+        "term_scale": terms,
+    }
+    return ContinuousResult(loss, grad_z0, grad_theta, grad_times, info)
+
+
+def sensitivity_gradient(compiled: CompiledForm, z0: NDArray, theta: NDArray,
+                         times: NDArray, finals: list, data=None):
+    r"""The gradient from the sensitivities at the observations, ``finals[i - 1] = (z,
+    S_z, S_theta)`` at ``t_i``: :math:`dL/dz_0 = \sum_i S_z^T g_i`, :math:`dL/d\theta =
+    \sum_{i,b} S_\theta^T g_i`, the time gradients, and per block and entry the sums of
+    magnitudes they are made of (the term scales; the loss gradient taken without its
+    data, which may cancel it). Returns ``(loss, grad_z0, grad_theta, grad_times,
+    terms)``."""
+    p, N = compiled.p, len(times) - 1
     grad_z0 = np.zeros_like(z0)
     grad_theta = np.zeros(p)
     grad_times = np.zeros(N + 1)
     terms = {"z0": np.zeros_like(z0), "theta": np.zeros(p), "times": np.zeros(N + 1)}
     loss = 0.0
-    for i, segment in enumerate(segments, start=1):
-        y = segment.ys[-1]
-        z = y[:, :n]
-        s_z = y[:, n : n + n * n].reshape(B, n, n)
-        s_theta = y[:, n + n * n :].reshape(B, n, p)
+    for i, (z, s_z, s_theta) in enumerate(finals, start=1):
         g = compiled.loss_grad(z, observed(data, i))
         f = compiled.rhs(z, theta, times[i])
         loss += float(compiled.loss(z, observed(data, i)).sum())
@@ -349,10 +367,4 @@ def forward_sensitivity(compiled, z0, theta, times, options, *, data=None) -> Co
         terms["times"][i] = float(np.sum(uncancelled * np.abs(f)))
     grad_times[0] = _start_time_gradient(compiled, z0, theta, times[0], grad_z0)
     terms["times"][0] = float(np.sum(terms["z0"] * np.abs(compiled.rhs(z0, theta, times[0]))))
-    info = {
-        "forward_steps": sum(s.steps for s in segments),
-        "rejected_steps": budget.rejected,
-        "nfev": budget.nfev,
-        "term_scale": terms,
-    }
-    return ContinuousResult(loss, grad_z0, grad_theta, grad_times, info)
+    return loss, grad_z0, grad_theta, grad_times, terms

@@ -33,6 +33,7 @@ from symbolic import CompiledForm
 
 from ._batched_lu import BatchedLU
 from ._checks import SolverOptions, observed
+from ._continuous import sensitivity_gradient
 from ._errors import IntegrationError
 from ._rk import StepBudget
 from ._solve import Trajectory, integrate_intervals, solve_trajectory
@@ -406,39 +407,21 @@ def rosenbrock_forward_sensitivity(compiled, z0, theta, times, options, *,
     :math:`dL/dz_0 = \sum_i S_z(t_i)^T g_i`, :math:`dL/d\theta = \sum_{i,b} S_\theta(t_i)^T
     g_i`, with ``info["term_scale"]`` as the explicit method gives it (the sums over
     magnitudes the gradient is made of)."""
-    n, p, B, N = compiled.n, compiled.p, z0.shape[0], len(times) - 1
+    n, p, B = compiled.n, compiled.p, z0.shape[0]
     system = SensitivitySystem(compiled, theta)
     y0 = np.concatenate(
         [z0, np.broadcast_to(np.eye(n).reshape(1, -1), (B, n * n)), np.zeros((B, n * p))],
         axis=1)
     budget = StepBudget(options.max_steps)
     segments = integrate_intervals(system, y0, times, options, budget, what="sensitivity")
-    grad_z0, grad_theta = np.zeros_like(z0), np.zeros(p)
-    grad_times = np.zeros(N + 1)
-    terms = {"z0": np.zeros_like(z0), "theta": np.zeros(p), "times": np.zeros(N + 1)}
-    loss = 0.0
-    for i, segment in enumerate(segments, start=1):
-        y = segment.ys[-1]
-        z, s = y[:, :n], system.columns(y)
-        s_z, s_theta = s[:, :, :n], s[:, :, n:]
-        g = compiled.loss_grad(z, observed(data, i))
-        f = compiled.rhs(z, theta, times[i])
-        loss += float(compiled.loss(z, observed(data, i)).sum())
-        grad_z0 += np.einsum("bij,bi->bj", s_z, g)
-        grad_theta += np.einsum("bij,bi->j", s_theta, g)
-        grad_times[i] = float(np.sum(g * f))
-        uncancelled = np.abs(g)
-        if data is not None:
-            uncancelled = np.maximum(uncancelled, np.abs(compiled.loss_grad(z, 0 * data[i - 1])))
-        terms["z0"] += np.einsum("bij,bi->bj", np.abs(s_z), uncancelled)
-        terms["theta"] += np.einsum("bij,bi->j", np.abs(s_theta), uncancelled)
-        terms["times"][i] = float(np.sum(uncancelled * np.abs(f)))
-    grad_times[0] = -float(np.sum(grad_z0 * compiled.rhs(z0, theta, times[0])))
-    terms["times"][0] = float(np.sum(terms["z0"] * np.abs(compiled.rhs(z0, theta, times[0]))))
+    finals = [(y[:, :n], y[:, n : n + n * n].reshape(B, n, n),
+               y[:, n + n * n :].reshape(B, n, p)) for y in (s.ys[-1] for s in segments)]
+    loss, grad_z0, grad_theta, grad_times, terms = sensitivity_gradient(
+        compiled, z0, theta, times, finals, data)
     info = {
         "forward_steps": sum(s.steps for s in segments),
         "rejected_steps": budget.rejected,
         "nfev": budget.nfev,
-        "term_scale": {block: float(np.linalg.norm(v)) for block, v in terms.items()},
+        "term_scale": terms,
     }
     return RosenbrockResult(loss, grad_z0, grad_theta, grad_times, info)
