@@ -21,6 +21,7 @@ __all__ = [
     "StepFailure",
     "error_norm",
     "exponent",
+    "flat_values",
     "from_fixed",
     "max_columns",
     "to_fixed",
@@ -38,6 +39,28 @@ MAX_EXPONENT = 996
 #: Binary exponent standing for "zero" when looking for the magnitude of a block.
 NO_EXPONENT = -(10**9)
 
+
+
+def flat_values(result: Any) -> list:
+    """A lambdified result as a list: ``lambdify`` returns a list for list expressions, but
+    be robust to a bare scalar (one entry) or a matrix/array-like."""
+    if type(result) is list:
+        return result
+    if isinstance(result, tuple):
+        return list(result)
+    if hasattr(result, "tolist"):
+        flat: list = []
+
+        def walk(item):
+            if isinstance(item, (list, tuple)):
+                for sub in item:
+                    walk(sub)
+            else:
+                flat.append(item)
+
+        walk(result.tolist())
+        return flat
+    return [result]
 
 class StepFailure(Exception):
     """A trial macro step produced something unusable (non-finite, complex, beyond float64,

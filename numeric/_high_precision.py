@@ -22,6 +22,7 @@ from ._extrapolation import (
     SolveStats,
     StepFailure,
     exponent,
+    flat_values,
     from_fixed,
     max_columns,
     to_fixed,
@@ -76,27 +77,6 @@ MAX_AUGMENTED_SIZE = 200
 #: Budget of attempted macro steps per sample and solve.
 MAX_MACRO_STEPS = 100_000
 
-def _values(result: Any) -> list:
-    """A lambdified result as a list: ``lambdify`` returns a list for list expressions, but
-    be robust to a bare scalar (one entry) or a matrix/array-like."""
-    if type(result) is list:
-        return result
-    if isinstance(result, tuple):
-        return list(result)
-    if hasattr(result, "tolist"):
-        flat: list = []
-
-        def walk(item):
-            if isinstance(item, (list, tuple)):
-                for sub in item:
-                    walk(sub)
-            else:
-                flat.append(item)
-
-        walk(result.tolist())
-        return flat
-    return [result]
-
 
 class _Sensitivity:
     r"""The augmented forward-sensitivity right-hand side of one sample, in fixed point.
@@ -127,8 +107,8 @@ class _Sensitivity:
         self.stats.nfev += 1
         try:
             z = [from_fixed(u[i], shift_z, self.prec) for i in range(n)]
-            out = [to_fixed(v, shift_z) for v in _values(self.rhs_fn(z, self.theta, t))]
-            jac = _values(self.jac_fn(z, self.theta, t))
+            out = [to_fixed(v, shift_z) for v in flat_values(self.rhs_fn(z, self.theta, t))]
+            jac = flat_values(self.jac_fn(z, self.theta, t))
             largest = max(exponent(v) for v in jac)
             shift_j = 1 if largest == NO_EXPONENT else self.bits - largest  # J = 0: any
             if shift_j < 1:
@@ -140,7 +120,7 @@ class _Sensitivity:
                 col = u[column]
                 out.extend((sum(map(mul, row, col)) + half) >> shift_j for row in rows)
             if p:
-                jac_params = _values(self.jac_params_fn(z, self.theta, t))
+                jac_params = flat_values(self.jac_params_fn(z, self.theta, t))
                 for c, column in enumerate(self.columns[n:]):  # J S_theta + df/dtheta
                     col = u[column]
                     out.extend(
@@ -200,7 +180,7 @@ def _real_finite(value: Any, gradient: list, t: float, i: int) -> Any:
 def _loss_at(funcs: Any, z: list, y: list, t: float, i: int) -> tuple[list, Any]:
     """The loss gradient and value at ``z(t_i)``, real and finite, or ``IntegrationError``."""
     try:
-        gradient = _values(funcs.loss_grad(z, y))
+        gradient = flat_values(funcs.loss_grad(z, y))
         value = funcs.loss(z, y)
     except (ArithmeticError, ValueError) as exc:  # log(0), 1/0 in mpmath
         raise IntegrationError(
@@ -253,7 +233,7 @@ def _solve(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, 
                 loss += value
                 zero = [mpf(0)] * len(y_i)
                 g_abs = [max(abs(a), abs(b)) for a, b in
-                         zip(g, _values(funcs.loss_grad(z, zero)), strict=True)]
+                         zip(g, flat_values(funcs.loss_grad(z, zero)), strict=True)]
                 terms["loss"][0] += max(abs(funcs.loss(z, y_i)), abs(funcs.loss(z, zero)))
                 # dL/dz0 += S_z^T g, dL/dtheta += S_theta^T g: columns of S dotted with g
                 for c in range(n):
@@ -264,10 +244,10 @@ def _solve(compiled: CompiledForm, z0: NDArray, theta: NDArray, times: NDArray, 
                     column = y[n + (n + c) * n : n + (n + c + 1) * n]
                     grad_theta[c] += fdot(column, g)
                     terms["theta"][c] += fdot([abs(v) for v in column], g_abs)
-                f_i = _values(funcs.rhs(z, theta_mp, ts[i]))
+                f_i = flat_values(funcs.rhs(z, theta_mp, ts[i]))
                 grad_times[i] += fdot(g, f_i)
                 terms["times"][i] += fdot(g_abs, [abs(v) for v in f_i])
-            f_0 = _values(funcs.rhs(z_start, theta_mp, ts[0]))
+            f_0 = flat_values(funcs.rhs(z_start, theta_mp, ts[0]))
             grad_times[0] -= fdot(g_z0, f_0)
             terms["times"][0] += fdot(t_z0, [abs(v) for v in f_0])
             grad_z0.append(g_z0)

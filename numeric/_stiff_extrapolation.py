@@ -14,12 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any
 
 import mpmath
 
 from ._errors import IntegrationError
-from ._extrapolation import SolveStats, StepFailure
+from ._extrapolation import SolveStats, StepFailure, flat_values
 
 __all__ = ["LinearlyImplicitExtrapolation", "SensitivityJacobianSystem", "stiff_max_columns"]
 
@@ -32,26 +31,6 @@ _SAFE1, _SAFE2, _FAC1, _FAC2 = 0.5, 0.9, 0.02, 4.0
 _GROWTH = 4.0
 #: Error floor of a block: ``2**-10`` of its largest entry (sensitivities start at zero).
 _FLOOR = 2.0**-10
-
-
-def _values(result: Any) -> list:
-    if type(result) is list:
-        return result
-    if isinstance(result, tuple):
-        return list(result)
-    if hasattr(result, "tolist"):
-        flat: list = []
-
-        def walk(item):
-            if isinstance(item, (list, tuple)):
-                for sub in item:
-                    walk(sub)
-            else:
-                flat.append(item)
-
-        walk(result.tolist())
-        return flat
-    return [result]
 
 
 def _lu(matrix: list[list]) -> tuple[list[list], list[int]]:
@@ -111,20 +90,26 @@ class SensitivityJacobianSystem:
         n = self.n
         return [y[n + c * n : n + (c + 1) * n] for c in range(self.n + self.p)]
 
+    def _extend_columns(self, out: list, rows: list[list], jac_theta: list, y: list) -> None:
+        """Append ``rows @ S_c`` for every sensitivity column ``c`` of ``y``, plus the
+        parameter column of ``jac_theta`` (row-major ``n x p``) for ``c >= n``."""
+        n, p = self.n, self.p
+        for c, column in enumerate(self._columns(y)):
+            products = [mpmath.fdot(row, column) for row in rows]
+            if c >= n:
+                products = [v + jac_theta[r * p + c - n] for r, v in enumerate(products)]
+            out.extend(products)
+
     def __call__(self, t, y: list) -> list:
         n, p = self.n, self.p
         self.stats.nfev += 1
         z = y[:n]
         try:
-            out = _values(self.funcs.rhs(z, self.theta, t))
-            jac = _values(self.funcs.jac_state(z, self.theta, t))
+            out = flat_values(self.funcs.rhs(z, self.theta, t))
+            jac = flat_values(self.funcs.jac_state(z, self.theta, t))
             rows = [jac[r * n : (r + 1) * n] for r in range(n)]
-            jac_theta = _values(self.funcs.jac_params(z, self.theta, t)) if p else []
-            for c, column in enumerate(self._columns(y)):
-                products = [mpmath.fdot(row, column) for row in rows]
-                if c >= n:
-                    products = [v + jac_theta[r * p + c - n] for r, v in enumerate(products)]
-                out.extend(products)
+            jac_theta = flat_values(self.funcs.jac_params(z, self.theta, t)) if p else []
+            self._extend_columns(out, rows, jac_theta, y)
         except (ArithmeticError, ValueError, TypeError) as exc:
             raise StepFailure(f"{type(exc).__name__} evaluating f: {exc}") from exc
         _check_real(out)
@@ -133,25 +118,21 @@ class SensitivityJacobianSystem:
     def _directional(self, z, dz, t, dt) -> tuple[list[list], list]:
         """:math:`J'(dz, dt)` as rows and :math:`J_\\theta'(dz, dt)` flat (row-major)."""
         n, p = self.n, self.p
-        jac = _values(self.second.jac_state_jvp(z, dz, self.theta, [t, dt]))
-        jac_theta = _values(self.second.jac_params_jvp(z, dz, self.theta, [t, dt])) if p else []
+        jac = flat_values(self.second.jac_state_jvp(z, dz, self.theta, [t, dt]))
+        jac_theta = flat_values(self.second.jac_params_jvp(z, dz, self.theta, [t, dt])) if p else []
         return [jac[r * n : (r + 1) * n] for r in range(n)], jac_theta
 
     def time_partial(self, t, y: list) -> list | None:
         """:math:`\\partial F/\\partial t = [f_t;\\ J'(0, 1) S_c + J_\\theta'(0, 1)_{c-n}]`."""
         if self.autonomous:
             return None
-        n, p = self.n, self.p
+        n = self.n
         z = y[:n]
         zero = [mpmath.mpf(0)] * n
         try:
-            out = _values(self.second.time_partial(z, self.theta, t))
+            out = flat_values(self.second.time_partial(z, self.theta, t))
             rows, jac_theta = self._directional(z, zero, t, 1)
-            for c, column in enumerate(self._columns(y)):
-                products = [mpmath.fdot(row, column) for row in rows]
-                if c >= n:
-                    products = [v + jac_theta[r * p + c - n] for r, v in enumerate(products)]
-                out.extend(products)
+            self._extend_columns(out, rows, jac_theta, y)
         except (ArithmeticError, ValueError, TypeError) as exc:
             raise StepFailure(f"{type(exc).__name__} evaluating df/dt: {exc}") from exc
         _check_real(out)
@@ -161,7 +142,7 @@ class SensitivityJacobianSystem:
         n = self.n
         z = y[:n]
         try:
-            jac = _values(self.funcs.jac_state(z, self.theta, t))
+            jac = flat_values(self.funcs.jac_state(z, self.theta, t))
             units = [[mpmath.mpf(1 if i == m else 0) for i in range(n)] for m in range(n)]
             derivatives = [self._directional(z, unit, t, 0) for unit in units]
         except (ArithmeticError, ValueError, TypeError) as exc:
