@@ -189,8 +189,9 @@ def replay(
     z = z0.astype(dtype)
     B = z.shape[0]
     tape = None
-    if keep:  # ring: the caller flushes the parameter products step by step
-        tape = (kernel.tape(len(steps) * live, B, dtype, ring=live) if ring
+    if keep:  # ring (a kernel that can flush): the caller flushes step by step
+        tape = (kernel.tape(len(steps) * live, B, dtype, ring=live)
+                if ring and hasattr(kernel, "flush")
                 else kernel.tape(len(steps) * live, B, dtype))
     K = POOL.empty((len(steps), live, *z.shape), dtype) if keep else np.empty(
         (1, live, *z.shape), dtype=dtype)
@@ -265,8 +266,7 @@ def discrete_adjoint_gradient(
         return linear_map.linear_map_gradient(compiled, z0, theta, times, grid, tableau,
                                               data=data)
     run = replay(compiled, z0, theta, times, grid, tableau, keep=True, data=data,
-                 ring=hasattr(compiled.kernel(theta), "flush")
-                 and all(_Stages.of(tableau).feeds))  # every ring slot rewritten per step
+                 ring=all(_Stages.of(tableau).feeds))  # every ring slot rewritten per step
     kernel, tape, K = run.kernel, run.tape, run.k
     flush = kernel.flush if getattr(tape, "ring", 0) else None
     stages = _Stages.of(tableau)
