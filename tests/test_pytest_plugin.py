@@ -128,7 +128,14 @@ def test_bad_options_are_usage_errors(pytester, argv, message):
     result.stderr.fnmatch_lines([f"*{message}*"])
 
 
-def test_a_failure_prints_the_table_once_and_no_library_frames(pytester):
+@pytest.mark.parametrize("on_ci", [False, True], ids=["local", "ci"])
+def test_a_failure_prints_the_table_once_and_no_library_frames(pytester, monkeypatch, on_ci):
+    # on CI (the variable CI set) pytest's short summary repeats a failure's whole message
+    if on_ci:
+        monkeypatch.setenv("CI", "true")
+    else:
+        monkeypatch.delenv("CI", raising=False)
+        monkeypatch.delenv("BUILD_NUMBER", raising=False)
     pytester.makepyfile(test_grads=WRONG_AND_RIGHT)
     result = pytester.runpytest("-q", "-k", "wrong")
     result.assert_outcomes(failed=1)
@@ -138,6 +145,11 @@ def test_a_failure_prints_the_table_once_and_no_library_frames(pytester):
     for library_file in ("pytest_plugin.py", "_assertions.py", "_audit_gradient.py"):
         assert library_file not in out, out
     result.stdout.fnmatch_lines(["*assert_gradient_correct(wrong, PROBLEM)*"])
+    # one summary line (cut to the terminal's width unless on CI)
+    summary = "FAILED test_grads.py::test_wrong - GradientMismatch: the gradient is wrong"
+    if on_ci:
+        summary += ": 0 of 3 checks passed, 3 failed (the audit table is in the failure above)"
+    result.stdout.fnmatch_lines([summary + ("" if on_ci else "*")])
 
 
 HYPOTHESIS_TEST = '''

@@ -19,6 +19,10 @@ class GradientMismatch(AssertionError):
     def __init__(self, report: Report):
         super().__init__(f"the gradient is wrong:\n{report}")
         self.report = report
+        total, failed = len(report.rows), len(report.failures)
+        #: One line for summaries (pytest's short test summary): the table is the message.
+        self.summary = (f"the gradient is wrong: {total - failed} of {total} checks passed, "
+                        f"{failed} failed (the audit table is in the failure above)")
 
 
 def assert_gradient_correct(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pytest
 
+from ._assertions import GradientMismatch
 from ._assertions import assert_gradient_correct as _assert_gradient_correct
 from ._references import REFERENCES
 
@@ -72,6 +73,19 @@ _RUNNING: dict = {}
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     _RUNNING["item"] = item
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed audit's short-summary line is one line, not the table again: pytest puts the
+    whole exception message there when it runs on CI (the ``CI`` variable set)."""
+    outcome = yield
+    excinfo = call.excinfo
+    if excinfo is None or not excinfo.errisinstance(GradientMismatch):
+        return
+    crash = getattr(outcome.get_result().longrepr, "reprcrash", None)
+    if crash is not None:
+        crash.message = f"{GradientMismatch.__name__}: {excinfo.value.summary}"
 
 
 def _options(config, item) -> dict:
