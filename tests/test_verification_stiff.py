@@ -154,10 +154,13 @@ def test_stiff_float64_reference_certifies_where_rodas4_follows_accuracy(monkeyp
 
     certified = reference()
     assert certified.label.startswith("forward_sensitivity@rodas4"), certified.label
-    assert not certified.caveat
+    assert not certified.caveat and not certified.uncertified
     assert references.REFERENCE_MARGIN * certified.error <= accuracy
     monkeypatch.setattr(references, "STEP_GROWTH", 1e9)
-    assert reference().caveat.startswith("its error does not fall with the tolerance")
+    uncertain = reference()
+    assert list(uncertain.uncertified) == ["times"], uncertain.uncertified
+    assert uncertain.uncertified["times"].startswith(
+        "its error does not fall with the tolerance at times[2]")
 
 
 def test_an_uncertified_stiff_reference_is_returned_with_its_reason_not_replaced_by_mpmath(
@@ -174,8 +177,9 @@ def test_an_uncertified_stiff_reference_is_returned_with_its_reason_not_replaced
         references.compute_gradient, no_mpmath))
     reference = references.best_reference(compiled, problem.z0, problem.theta,
                                            problem.times, accuracy=1e-6)
-    assert reference.caveat.startswith("its error does not fall with the tolerance")
-    assert "from rtol 1e-08 to 1e-09" in reference.caveat  # the ladder's own tolerances
+    why = reference.uncertified["times"]
+    assert why.startswith("its error does not fall with the tolerance")
+    assert "from rtol 1e-08 to 1e-09" in why  # the ladder's own tolerances
 
 
 def _refusing_high_precision(compute, refuse):
@@ -185,3 +189,79 @@ def _refusing_high_precision(compute, refuse):
         return compute(compiled, z0, theta, times, method, *args, **kwargs)
 
     return wrapped
+
+
+# -- blocks a stiff reference cannot certify ---------------------------------------------------
+
+
+def test_robertson_audit_compares_what_its_reference_certifies_and_names_the_rest():
+    """Robertson on rodas4: the float64 reference's state and parameter entries converge with
+    the tolerance, its time gradients (the stiff Jacobian times the state's error) do not.
+    The continuous methods are held to it on z0 and theta; times is named as not compared,
+    and the verdict is not a pass."""
+    report = audit_problem(builtin_problem("robertson"), solver="rodas4")
+    continuous = {r.method: r for r in report.rows if r.reference.startswith(
+        "forward_sensitivity@rodas4") and r.block == "theta" and r.method != "backsolve_adjoint"}
+    assert {"interpolated_adjoint", "quadrature_adjoint", "forward_sensitivity",
+            "discrete_adjoint"} <= set(continuous)
+    assert all(r.passed for r in continuous.values()), report
+    assert not any(r.block == "times" and r.reference.startswith("forward_sensitivity")
+                   for r in report.rows)
+    assert [s.method for s in report.uncertified] == ["times"]
+    assert "its error does not fall with the tolerance at times[" in report.uncertified[0].reason
+    backsolve = [r for r in report.failures if r.method == "backsolve_adjoint"]
+    assert backsolve and "unstable" in backsolve[0].diagnosis
+    assert not report.passed
+    assert "not compared (the reference cannot certify them): times" in report.format()
+
+
+def _robertson_interpolated(scale_k3=1.0):
+    problem = builtin_problem("robertson")
+
+    def grad(z0, theta, times):
+        g = numeric.gradient(problem.dynamics, z0, theta, times, loss=problem.loss,
+                             method="interpolated_adjoint", solver="rodas4", rtol=1e-8,
+                             atol=1e-14)
+        return g.z0, g.theta * np.array([1.0, 1.0, scale_k3]), g.times
+
+    return problem, grad
+
+
+@pytest.mark.parametrize("scale_k3", [1.0, 1.01], ids=["correct", "k3-one-percent-off"])
+def test_audit_gradient_on_robertson_is_not_a_pass_with_a_block_unchecked(scale_k3):
+    """A correct gradient is NOT CERTIFIED (never PASS) while the time gradients cannot be
+    compared; a wrong dL/dk3 still fails, named, on the blocks that can."""
+    from verification import audit_gradient
+
+    problem, grad = _robertson_interpolated(scale_k3)
+    times = problem.times[:8]  # to t = 100: the diagnosis of a failure solves every span
+    assert problem.data is None
+    report = audit_gradient(problem.dynamics, grad, problem.z0, problem.theta, times,
+                            loss=problem.loss, rtol=1e-5)
+    assert not report.passed
+    assert [s.method for s in report.uncertified] == ["times"]
+    assert {r.block for r in report.rows} == {"z0", "theta"}
+    text = report.format()
+    if scale_k3 == 1.0:
+        assert not report.failures, text
+        assert text.splitlines()[-1].startswith("NOT CERTIFIED: 2 of 2 checks passed"), text
+    else:
+        assert [(r.block, r.entry) for r in report.failures] == [("theta", "theta[2] (k3)")]
+        assert text.splitlines()[-1].startswith("FAIL: 1 of 2 checks passed"), text
+
+
+def test_a_reference_file_is_never_written_from_an_uncertified_block(monkeypatch):
+    import verification._reference_file as reference_file
+    from verification._references import ReferenceGradient
+
+    problem = builtin_problem("linear")
+    compiled = compile_problem(problem.dynamics, problem.loss)
+    g = numeric.gradient(problem.dynamics, problem.z0, problem.theta, problem.times,
+                         loss=problem.loss, method="forward_sensitivity")
+    partial = ReferenceGradient(g, "forward_sensitivity@1e-13", 1e-12,
+                                uncertified={"times": "does not fall"})
+    monkeypatch.setattr(reference_file, "best_reference", lambda *a, **k: partial)
+    with pytest.raises(numeric.MethodUnavailable, match="cannot certify its error: times: "
+                                                        "does not fall"):
+        reference_file.reference_document(problem)
+    assert compiled.n == problem.dynamics.n

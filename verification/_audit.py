@@ -8,7 +8,7 @@ references, the term scales) and compare (one row per block and comparison, MATH
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -40,6 +40,7 @@ from ._references import ReferenceGradient, best_reference, check_strategy, term
 from ._report import (
     BLOCKS,
     REFERENCE_KINDS,
+    SKIP_KINDS,
     ProblemSummary,
     Report,
     Row,
@@ -212,6 +213,11 @@ def audit(
                        problem.data, known=computed.results, reference=reference)
     rows = _Rows(report, computed, terms, measure, name, problem)
     notes = _compare(rows, problem, computed, wanted, usable)
+    if usable is not None:
+        for block, why in usable.uncertified.items():
+            report.skipped.append(Skipped(
+                name, block, f"no continuous comparison of this block: {usable.label}, the "
+                f"best reference available, cannot certify it: {why}", kind=SKIP_KINDS[2]))
     _list_leftovers(report, computed, wanted, name)
     if not report.rows:
         reasons = "; ".join(f"{s.method}: {s.reason}" for s in report.skipped)
@@ -332,12 +338,15 @@ class _Rows:
     problem: _Inputs
 
     def add(self, method: str, ref_name: str, ref: Gradient, tolerance: Tolerance, kind: str,
-            *, force_fail: str = "") -> None:
+            *, force_fail: str = "", skip: Mapping[str, str] | None = None) -> None:
         """Rows of ``method`` against ``ref``; ``force_fail`` fails every row with that
-        diagnosis (a comparison that cannot be made meaningful)."""
+        diagnosis (a comparison that cannot be made meaningful); the blocks in ``skip``
+        (those the reference cannot certify) get no row."""
         g = self.computed.results.get(method)
         compiled = self.problem.compiled
         for block in BLOCKS:
+            if skip and block in skip:
+                continue
             if g is None:
                 self.report.rows.append(Row(
                     block=block, method=method, reference=ref_name, error=math.inf,
@@ -409,12 +418,14 @@ def _compare(rows: _Rows, problem: _Inputs, computed: _Computed, wanted: set[str
             if method in _FROZEN and problem.options.tableau.adaptive and method in results:
                 tol = _FrozenGridTolerance(problem, reference, rows.terms, rows.measure,
                                            tolerance, computed)
-                rows.add(method, reference.label, reference.gradient, tol, exact_kind)
+                rows.add(method, reference.label, reference.gradient, tol, exact_kind,
+                         skip=reference.uncertified)
                 if tol.note:
                     notes.append(tol.note)
             else:
                 start = len(rows.report.rows)
-                rows.add(method, reference.label, reference.gradient, tolerance, exact_kind)
+                rows.add(method, reference.label, reference.gradient, tolerance, exact_kind,
+                         skip=reference.uncertified)
                 note = _confirm_by_convergence(rows, problem, method, reference, tolerance,
                                                start)
                 if note:

@@ -328,9 +328,16 @@ def compare_to_reference(
     Entry ``j`` passes when ``|g_j - g_ref,j| <= rtol s_j + atol`` with ``s_j`` its scale
     (the larger of ``|g_ref,j|`` and its term scale ``terms``; MATH.md, "Error measure");
     a row reports the entry furthest past (or closest to) that bound, its error and its
-    tolerance ``rtol + atol / s_j``.
+    tolerance ``rtol + atol / s_j``. A block the reference cannot certify
+    (``reference.uncertified``) gets no row but a skipped entry that says why.
     """
     ref = reference.gradient
+    for block, why in reference.uncertified.items():
+        if block in blocks:
+            report.skipped.append(Skipped(
+                label, block, f"not compared: {reference.label}, the best reference "
+                f"available, cannot certify this block: {why}", kind=SKIP_KINDS[2]))
+    blocks = {b: v for b, v in blocks.items() if b not in reference.uncertified}
     verdicts = {b: compare_block(v, getattr(ref, b), terms[b], rtol=rtol, atol=atol,
                                  measure=measure) for b, v in blocks.items()}
     failed = [b for b, v in verdicts.items() if not v.passed]

@@ -115,6 +115,11 @@ def reference_document(problem: Problem, *, digits: int = 30) -> dict[str, Any]:
                                    reference="high_precision", data=data)
     except (MethodUnavailable, IntegrationError):
         reference = best_reference(compiled, z0, theta, times, digits=digits, data=data)
+    if reference.caveat or reference.uncertified:  # a file states an error for every entry
+        why = reference.caveat or "; ".join(f"{b}: {w}" for b, w in
+                                            reference.uncertified.items())
+        raise MethodUnavailable("reference", f"{reference.label}, the best reference "
+                                f"available, cannot certify its error: {why}")
     g = reference.gradient
     decimal = g.info.get("decimal")
     if decimal:  # high precision: its own digits, not float64's

@@ -88,9 +88,10 @@ class Row:
         return out
 
 
-#: How a skipped entry reads: a method of ours that cannot serve the problem, or a block
-#: an outside implementation does not compute (not a failure of either).
-SKIP_KINDS = ("not applicable", "not provided")
+#: How a skipped entry reads: a method of ours that cannot serve the problem, a block an
+#: outside implementation does not compute (not a failure of either), or a block no
+#: comparison was made on because the reference cannot certify its error there.
+SKIP_KINDS = ("not applicable", "not provided", "not certified")
 
 
 @dataclass(frozen=True)
@@ -160,8 +161,16 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """True when there is at least one comparison and every one passed."""
-        return bool(self.rows) and all(row.passed for row in self.rows)
+        """True when there is at least one comparison, every one passed, and no block was
+        left uncompared because the reference cannot certify it (then the verdict is
+        "NOT CERTIFIED": nothing failed, but a block was not checked)."""
+        return (bool(self.rows) and all(row.passed for row in self.rows)
+                and not self.uncertified)
+
+    @property
+    def uncertified(self) -> list[Skipped]:
+        """Blocks given no comparison because the reference cannot certify its error there."""
+        return [s for s in self.skipped if s.kind == SKIP_KINDS[2]]
 
     @property
     def failures(self) -> list[Row]:
@@ -202,15 +211,22 @@ class Report:
         methods_skipped = sum(1 for s in self.skipped
                               if s.method != "reference" and s.kind == SKIP_KINDS[0])
         not_provided = sum(1 for s in self.skipped if s.kind == SKIP_KINDS[1])
-        verdict = "PASS" if self.passed else "FAIL"
+        uncertified = list(dict.fromkeys(s.method for s in self.uncertified))
+        verdict = self._verdict()
         lines.append(
             f"{verdict}: {total - failed} of {total} checks passed"
             + (f", {failed} failed" if failed else "")
             + (f"; {methods_skipped} method(s) not applicable" if methods_skipped else "")
             + (f"; {not_provided} block(s) not provided by the implementation"
                if not_provided else "")
+            + (f"; not compared (the reference cannot certify them): {', '.join(uncertified)}"
+               if uncertified else "")
         )
         return "\n".join(lines)
+
+    def _verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL" if self.failures or not self.rows \
+            else "NOT CERTIFIED"
 
     def measures(self) -> list[str]:
         """The error measures the report's verdicts use, in order of appearance."""
@@ -228,7 +244,7 @@ class Report:
 
     def to_markdown(self) -> str:
         """The report as GitHub-flavoured Markdown, for pasting into an issue tracker."""
-        verdict = "PASS" if self.passed else "FAIL"
+        verdict = self._verdict()
         lines = [f"**adjoint-verify: {verdict}** ({len(self.rows) - len(self.failures)} of "
                  f"{len(self.rows)} checks passed)", ""]
         names = [p.name for p in self.problems] or sorted({r.problem for r in self.rows})
@@ -265,7 +281,9 @@ class Report:
         rows = [r for r in self.rows if r.problem == name]
         lines = []
         ok = all(r.passed for r in rows) and bool(rows)
-        title = f"== {name} " + ("[pass]" if ok else "[FAIL]")
+        uncertified = any(s.problem == name for s in self.uncertified)
+        title = f"== {name} " + ("[FAIL]" if not ok else "[not certified]" if uncertified
+                                 else "[pass]")
         lines.append(title)
         if summary is not None:
             if summary.description:
