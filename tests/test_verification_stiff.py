@@ -242,6 +242,7 @@ def test_audit_gradient_on_robertson_is_not_a_pass_with_a_block_unchecked(scale_
     assert [s.method for s in report.uncertified] == ["times"]
     assert {r.block for r in report.rows} == {"z0", "theta"}
     text = report.format()
+    assert report.to_dict()["verdict"] == ("NOT CERTIFIED" if scale_k3 == 1.0 else "FAIL")
     if scale_k3 == 1.0:
         assert not report.failures, text
         assert text.splitlines()[-1].startswith("NOT CERTIFIED: 2 of 2 checks passed"), text

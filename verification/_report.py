@@ -184,6 +184,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
+            "verdict": self._verdict(),
             "problems": [asdict(p) for p in self.problems],
             "rows": [row.as_dict() for row in self.rows],
             "skipped": [asdict(s) for s in self.skipped],
