@@ -138,18 +138,25 @@ def _forward_sensitivity(compiled, z0, theta, times, data, rtol: float,
 
 
 def _tight_forward_sensitivity(compiled, z0, theta, times, data,
-                               accuracy: float | None = None) -> ReferenceGradient:
+                               accuracy: float | None = None,
+                               certify: bool = True) -> ReferenceGradient:
     """Forward sensitivity at rtol = 1e-13 with an estimate of its error from the solves
     at 1e-11 and 1e-12 (see ``MIN_DECADE_RATIO``); the error is ``inf``, with the reason
     in ``caveat``, where the estimate cannot be trusted. On stiff dynamics (dopri5 would
     take unbounded steps) the same ladder on rodas4, from the rtol the verdict's
-    ``accuracy`` needs (``STIFF_TIGHT_RTOL`` at the tightest)."""
+    ``accuracy`` needs (``STIFF_TIGHT_RTOL`` at the tightest); there ``certify=False`` (a
+    diagnosis, which only fits relations to the numbers) takes the tightest solve alone,
+    its error not estimated (``inf``)."""
     solver, rtols, label = "dopri5", _LADDER_RTOLS, TIGHT_LABEL
     if is_stiff(compiled, z0, theta, times):
         rtol = STIFF_TIGHT_RTOL if accuracy is None else max(
             STIFF_TIGHT_RTOL, accuracy / (REFERENCE_MARGIN * solver_tolerance(1.0)))
         solver, rtols, label = "rodas4", (100 * rtol, 10 * rtol, rtol), \
             f"forward_sensitivity@rodas4 {rtol:.0e}"
+        if not certify:
+            return ReferenceGradient(
+                _forward_sensitivity(compiled, z0, theta, times, data, rtol, solver),
+                f"{label} (one solve, not certified: for a diagnosis)", math.inf)
     loosest, loose, tight = (_forward_sensitivity(compiled, z0, theta, times, data, rtol,
                                                   solver) for rtol in rtols)
     terms = tight.info["term_scale"]
@@ -253,7 +260,8 @@ def best_reference(compiled, z0: NDArray, theta: NDArray, times: NDArray,
             # float64 forward sensitivity is seconds cheaper than mpmath: take it when its
             # estimated error leaves the verdict REFERENCE_MARGIN of room
             try:
-                tight = _tight_forward_sensitivity(compiled, z0, theta, times, data, accuracy)
+                tight = _tight_forward_sensitivity(compiled, z0, theta, times, data, accuracy,
+                                                   certify)
             except IntegrationError:
                 pass  # e.g. too stiff for dopri5 at 1e-13: try high precision
             else:
