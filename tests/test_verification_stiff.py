@@ -266,3 +266,17 @@ def test_a_reference_file_is_never_written_from_an_uncertified_block(monkeypatch
                                                         "does not fall"):
         reference_file.reference_document(problem)
     assert compiled.n == problem.dynamics.n
+
+
+def test_assert_gradient_correct_does_not_pass_a_block_it_could_not_check():
+    from verification import GradientMismatch, Problem, assert_gradient_correct
+
+    robertson, grad = _robertson_interpolated()
+    problem = Problem(name="robertson-to-100", dynamics=robertson.dynamics,
+                      loss=robertson.loss, z0=robertson.z0, theta=robertson.theta,
+                      times=robertson.times[:8])
+    with pytest.raises(GradientMismatch, match="the gradient could not be certified: no "
+                       "check failed, but the reference cannot certify times") as failure:
+        assert_gradient_correct(grad, problem, rtol=1e-5)
+    assert failure.value.summary.endswith("2 of 2 checks passed, 0 failed (the audit table "
+                                          "is in the failure above)")

@@ -13,16 +13,23 @@ __all__ = ["GradientMismatch", "assert_gradient_correct"]
 
 
 class GradientMismatch(AssertionError):
-    """An implementation's gradient disagrees with the reference; the message is the audit
-    table with the diagnosis of every failed block."""
+    """An implementation's gradient disagrees with the reference, or a block of it could not
+    be checked (the reference cannot certify it: the verdict is NOT CERTIFIED, never a
+    pass); the message is the audit table with the diagnosis of every failed block."""
 
     def __init__(self, report: Report):
-        super().__init__(f"the gradient is wrong:\n{report}")
-        self.report = report
         total, failed = len(report.rows), len(report.failures)
+        if failed or not report.uncertified:
+            what = "the gradient is wrong"
+        else:
+            blocks = ", ".join(dict.fromkeys(s.method for s in report.uncertified))
+            what = (f"the gradient could not be certified: no check failed, but the "
+                    f"reference cannot certify {blocks}")
+        super().__init__(f"{what}:\n{report}")
+        self.report = report
         #: One line for summaries (pytest's short test summary): the table is the message.
-        self.summary = (f"the gradient is wrong: {total - failed} of {total} checks passed, "
-                        f"{failed} failed (the audit table is in the failure above)")
+        self.summary = (f"{what}: {total - failed} of {total} checks passed, {failed} failed "
+                        "(the audit table is in the failure above)")
 
 
 def assert_gradient_correct(
@@ -65,7 +72,9 @@ def assert_gradient_correct(
     Raises
     ------
     GradientMismatch
-        An ``AssertionError`` whose message is the audit table with its diagnosis.
+        An ``AssertionError`` whose message is the audit table with its diagnosis; also
+        where no check failed but a block could not be compared, because the reference
+        cannot certify its error there (the message says so).
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not this one
     with library_untraced():  # the failure path is the library's, not the code's under test
