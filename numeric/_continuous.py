@@ -30,6 +30,7 @@ __all__ = [
     "interpolated_adjoint",
     "quadrature_adjoint",
     "sensitivity_gradient",
+    "solve_sensitivities",
 ]
 
 
@@ -318,12 +319,24 @@ def forward_sensitivity(compiled, z0, theta, times, options, *, data=None) -> Co
             ).reshape(B, n * p)
         return out
 
+    return ContinuousResult(*solve_sensitivities(rhs, compiled, z0, theta, times, options,
+                                                 data, dense=False))
+
+
+def solve_sensitivities(rhs, compiled: CompiledForm, z0: NDArray, theta: NDArray,
+                        times: NDArray, options, data=None, **integrate) -> tuple:
+    r"""Integrate the forward-sensitivity system ``rhs`` (a function, or the stiff solver's
+    system with its Jacobian) from :math:`z_0`, :math:`S_z = I`, :math:`S_\theta = 0` over
+    the observation intervals and return ``(loss, dL/dz0, dL/dtheta, dL/dtimes, info)``
+    (:func:`sensitivity_gradient`); ``integrate`` goes to ``integrate_intervals``. Shared by
+    forward sensitivity on the explicit tableaus and on rodas4."""
+    n, p, B = compiled.n, compiled.p, z0.shape[0]
     y0 = np.concatenate(
         [z0, np.broadcast_to(np.eye(n).reshape(1, -1), (B, n * n)), np.zeros((B, n * p))], axis=1
     )
     budget = StepBudget(options.max_steps)
     segments = integrate_intervals(rhs, y0, times, options, budget, what="sensitivity",
-                                   dense=False)
+                                   **integrate)
     finals = [(y[:, :n], y[:, n : n + n * n].reshape(B, n, n),
                y[:, n + n * n :].reshape(B, n, p)) for y in (s.ys[-1] for s in segments)]
     loss, grad_z0, grad_theta, grad_times, terms = sensitivity_gradient(
@@ -334,7 +347,7 @@ def forward_sensitivity(compiled, z0, theta, times, options, *, data=None) -> Co
         "nfev": budget.nfev,
         "term_scale": terms,
     }
-    return ContinuousResult(loss, grad_z0, grad_theta, grad_times, info)
+    return loss, grad_z0, grad_theta, grad_times, info
 
 
 def sensitivity_gradient(compiled: CompiledForm, z0: NDArray, theta: NDArray,

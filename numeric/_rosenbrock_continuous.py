@@ -17,8 +17,9 @@ Jacobian and its second derivatives, blockwise, so that no factorisation is larg
 - forward sensitivity: :math:`F = [f;\\ J S_z;\\ J S_\\theta + J_\\theta]`: :math:`J` on
   the diagonal, :math:`J'(x, 0) S + J_\\theta'(x, 0)` below it.
 
-Only ``integrate_intervals``, its step budget and the segments' dense output are shared
-with the explicit methods; ``numeric/_gradient.py`` dispatches here when the solver is ``rodas4``.
+Shared with the explicit methods: ``integrate_intervals``, its step budget, the segments'
+dense output and forward sensitivity's gradient from the sensitivities
+(``solve_sensitivities``); ``numeric/_gradient.py`` dispatches here when the solver is ``rodas4``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from symbolic import CompiledForm
 
 from ._batched_lu import BatchedLU
 from ._checks import SolverOptions, observed
-from ._continuous import sensitivity_gradient
+from ._continuous import solve_sensitivities
 from ._errors import IntegrationError
 from ._rk import StepBudget
 from ._solve import Trajectory, integrate_intervals, solve_trajectory
@@ -407,21 +408,5 @@ def rosenbrock_forward_sensitivity(compiled, z0, theta, times, options, *,
     :math:`dL/dz_0 = \sum_i S_z(t_i)^T g_i`, :math:`dL/d\theta = \sum_{i,b} S_\theta(t_i)^T
     g_i`, with ``info["term_scale"]`` as the explicit method gives it (the sums over
     magnitudes the gradient is made of)."""
-    n, p, B = compiled.n, compiled.p, z0.shape[0]
-    system = SensitivitySystem(compiled, theta)
-    y0 = np.concatenate(
-        [z0, np.broadcast_to(np.eye(n).reshape(1, -1), (B, n * n)), np.zeros((B, n * p))],
-        axis=1)
-    budget = StepBudget(options.max_steps)
-    segments = integrate_intervals(system, y0, times, options, budget, what="sensitivity")
-    finals = [(y[:, :n], y[:, n : n + n * n].reshape(B, n, n),
-               y[:, n + n * n :].reshape(B, n, p)) for y in (s.ys[-1] for s in segments)]
-    loss, grad_z0, grad_theta, grad_times, terms = sensitivity_gradient(
-        compiled, z0, theta, times, finals, data)
-    info = {
-        "forward_steps": sum(s.steps for s in segments),
-        "rejected_steps": budget.rejected,
-        "nfev": budget.nfev,
-        "term_scale": terms,
-    }
-    return RosenbrockResult(loss, grad_z0, grad_theta, grad_times, info)
+    return RosenbrockResult(*solve_sensitivities(SensitivitySystem(compiled, theta), compiled,
+                                                 z0, theta, times, options, data))
