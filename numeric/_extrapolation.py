@@ -40,7 +40,6 @@ MAX_EXPONENT = 996
 NO_EXPONENT = -(10**9)
 
 
-
 def flat_values(result: Any) -> list:
     """A lambdified result as a list: ``lambdify`` returns a list for list expressions, but
     be robust to a bare scalar (one entry) or a matrix/array-like."""
@@ -61,6 +60,7 @@ def flat_values(result: Any) -> list:
         walk(result.tolist())
         return flat
     return [result]
+
 
 class StepFailure(Exception):
     """A trial macro step produced something unusable (non-finite, complex, beyond float64,

@@ -40,7 +40,6 @@ from ._references import ReferenceGradient, best_reference, check_strategy, term
 from ._report import (
     BLOCKS,
     REFERENCE_KINDS,
-    SKIP_KINDS,
     ProblemSummary,
     Report,
     Row,
@@ -214,10 +213,7 @@ def audit(
     rows = _Rows(report, computed, terms, measure, name, problem)
     notes = _compare(rows, problem, computed, wanted, usable)
     if usable is not None:
-        for block, why in usable.uncertified.items():
-            report.skipped.append(Skipped(
-                name, block, f"no continuous comparison of this block: {usable.label}, the "
-                f"best reference available, cannot certify it: {why}", kind=SKIP_KINDS[2]))
+        report.skipped.extend(usable.not_compared(name))
     _list_leftovers(report, computed, wanted, name)
     if not report.rows:
         reasons = "; ".join(f"{s.method}: {s.reason}" for s in report.skipped)

@@ -332,11 +332,7 @@ def compare_to_reference(
     (``reference.uncertified``) gets no row but a skipped entry that says why.
     """
     ref = reference.gradient
-    for block, why in reference.uncertified.items():
-        if block in blocks:
-            report.skipped.append(Skipped(
-                label, block, f"not compared: {reference.label}, the best reference "
-                f"available, cannot certify this block: {why}", kind=SKIP_KINDS[2]))
+    report.skipped.extend(reference.not_compared(label, blocks))
     blocks = {b: v for b, v in blocks.items() if b not in reference.uncertified}
     verdicts = {b: compare_block(v, getattr(ref, b), terms[b], rtol=rtol, atol=atol,
                                  measure=measure) for b, v in blocks.items()}

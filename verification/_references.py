@@ -23,7 +23,7 @@ from numeric._magnitudes import adjoint_term_scales
 from numeric._multistep import ADAMS_BASHFORTH, adams_bashforth_reference
 from numeric._stiffness import is_stiff
 
-from ._report import BLOCKS, REFERENCE_KINDS, entry_label
+from ._report import BLOCKS, REFERENCE_KINDS, SKIP_KINDS, Skipped, entry_label
 from ._scale import certified_adjoint, per_entry_affordable
 from ._tolerances import ROUNDING, entry_scales, solver_tolerance
 
@@ -85,6 +85,13 @@ class ReferenceGradient:
     #: (:class:`verification._scale.Certificate`), and the term scales it computed.
     certificate: Any = None
     terms: dict | None = None
+
+    def not_compared(self, problem: str, blocks=BLOCKS) -> list[Skipped]:
+        """The report's entries for the ``blocks`` this reference cannot certify (no
+        comparison is made on them; the verdict is then NOT CERTIFIED, never PASS)."""
+        return [Skipped(problem, block, f"not compared: {self.label}, the best reference "
+                        f"available, cannot certify this block: {why}", kind=SKIP_KINDS[2])
+                for block, why in self.uncertified.items() if block in blocks]
 
     def describe(self) -> str:
         """The reference with the error it certifies, for a report."""
